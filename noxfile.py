@@ -1,0 +1,54 @@
+"""Sessions: tests (per torch version), lint, typecheck, examples, benchmarks."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "examples"]
+nox.options.default_venv_backend = "venv"
+
+# torch 2.13.0 installs as a CPU wheel from local disk; others are downloaded when asked for.
+TORCH_VERSIONS = ["2.13.0", "2.5.1", "2.1.2"]
+DEFAULT_TORCH = TORCH_VERSIONS[0]
+
+
+def _install(session: nox.Session, torch_version: str, *extras: str) -> None:
+    session.install(f"torch=={torch_version}")
+    target = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", target)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("torch", TORCH_VERSIONS, ids=TORCH_VERSIONS)
+def tests(session: nox.Session, torch: str) -> None:
+    """The test suite (doctests included). Default: ``nox -s "tests(2.13.0)"``."""
+    _install(session, torch, "test")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    _install(session, DEFAULT_TORCH)
+    session.install("mypy>=1.8")
+    session.run("mypy", "src")
+
+
+@nox.session(python="3.11")
+def examples(session: nox.Session) -> None:
+    """Runs every example in its short smoke mode."""
+    _install(session, DEFAULT_TORCH, "examples")
+    session.run("python", "examples/two_moons.py", "--smoke")
+
+
+@nox.session(python="3.11")
+def benchmarks(session: nox.Session) -> None:
+    """Side-by-side timings against the peers (not part of the default sessions)."""
+    _install(session, DEFAULT_TORCH, "benchmarks")
+    session.run("python", "benchmarks/run.py", *session.posargs)

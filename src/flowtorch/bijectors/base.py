@@ -1,0 +1,341 @@
+"""The ``Bijector`` base class: everything generic about a transform, written once.
+
+A concrete bijector is an ``nn.Module`` built for one event ``shape`` (and, if conditional, one
+``context_shape``). Subclasses write only the maths given parameters:
+
+* ``_forward(x, params) -> y`` and ``_inverse(y, params) -> x`` (the latter optional: a bijector
+  without a closed-form inverse leaves it out);
+* ``_log_abs_det_jacobian(x, y, params)``: the forward log|det dy/dx|, elementwise over the event
+  dims that ``type(self).domain`` does not already reduce (its ``event_dim``); the base class sums
+  those dims and broadcasts to the batch shape;
+* optionally ``_forward_and_ladj(x, params)`` / ``_inverse_and_ladj(y, params)``, which return the
+  output together with the *forward* log|det J| in one pass. Write them from the call's input and
+  ``params`` only (never by reading the output): ``BijectiveMode`` stores that value on the output,
+  and a value whose autograd graph holds the output would keep it alive forever. Without them,
+  the mode stores ``params`` and computes log|det J| on demand;
+* ``param_shapes()``: the shape of each parameter per event, if the bijector takes parameters
+  from a conditioner (``params_fn``), plus hyperparameters set *before* calling
+  ``super().__init__``.
+
+The base class provides laziness (a class called without ``shape`` returns a plan), input and
+context checks, the reduction of log|det J| to the batch shape, and the ``BijectiveMode`` cache.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch.distributions import constraints
+
+from flowtorch.bijectors import mode as _mode
+from flowtorch.lazy import LazyModule, Plan
+
+__all__ = ["Bijector", "Params", "build"]
+
+Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
+
+
+def build(plan: Any, **kwargs: Any) -> Any:
+    """Builds ``plan`` (a :class:`~flowtorch.lazy.Plan` or a class) or returns a built object."""
+    if isinstance(plan, Plan) or isinstance(plan, type):
+        return plan(**kwargs)
+    return plan
+
+
+class Bijector(LazyModule):
+    r"""An invertible, differentiable map :math:`y = f(x; \theta(c))` on events of ``shape``.
+
+    Args:
+        params_fn: a conditioner plan (e.g. ``flowtorch.parameters.Tensor()``) that maps the
+            input (and context) to this bijector's parameters, or ``None`` for a bijector without
+            learnable parameters.
+        shape: the event shape the bijector acts on. Without it, the class returns a plan.
+        context_shape: the event shape of the context, for a conditional bijector.
+
+    Shapes: ``x`` has shape ``sample + batch + shape``; the context, if any, has shape
+    ``context_batch + context_shape`` and broadcasts against the sample and batch dims;
+    ``log_abs_det_jacobian`` returns the broadcast ``sample + batch`` shape.
+    """
+
+    _plan_key = "shape"
+    #: Constraint of one element of the maths; its ``event_dim`` says how many trailing dims
+    #: ``_log_abs_det_jacobian`` already reduces.
+    domain: constraints.Constraint = constraints.real
+    codomain: constraints.Constraint = constraints.real
+    #: True when the conditioner reads the output of ``forward`` (MAF direction): the forward
+    #: pass is then sequential and the inverse parallel.
+    conditioned_on_output = False
+
+    def __init__(
+        self,
+        params_fn: Any = None,
+        *,
+        shape: torch.Size | tuple[int, ...],
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.shape = torch.Size(shape)
+        cls = type(self)
+        n = len(self.shape) - cls.domain.event_dim
+        if n < 0:
+            raise ValueError(
+                f"{cls.__name__} needs an event of at least {cls.domain.event_dim} dims, "
+                f"got shape {tuple(self.shape)}"
+            )
+        self._sum_dims = tuple(range(-n, 0))
+        self._reduced_dims = cls.domain.event_dim
+        self.domain = constraints.independent(cls.domain, n)
+        self.codomain = constraints.independent(cls.codomain, len(self.shape) - cls.codomain.event_dim)
+        self.params_fn: torch.nn.Module | None = None
+        if params_fn is not None:
+            self.params_fn = build(
+                params_fn,
+                param_shapes=self.param_shapes(),
+                input_shape=self.shape,
+                context_shape=None if context_shape is None else torch.Size(context_shape),
+            )
+            context_shape = getattr(self.params_fn, "context_shape", context_shape)
+        takes_context = self.params_fn is not None or self._passes_context()
+        self.context_shape = (
+            torch.Size(context_shape) if context_shape is not None and takes_context else None
+        )
+        self._state_cache: tuple[int, tuple[torch.Tensor, ...]] | None = None
+
+    # ------------------------------------------------------------------ for subclasses
+    def param_shapes(self) -> tuple[torch.Size, ...]:
+        """The shape of each parameter for one event, as the conditioner must produce them."""
+        return ()
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form inverse: call inverse on its own outputs "
+            "inside flowtorch.BijectiveMode(), or use Flow.rsample_and_log_prob"
+        )
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self._forward(x, params)
+        return y, self._log_abs_det_jacobian(x, y, params)
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._inverse(y, params)
+        return x, self._log_abs_det_jacobian(x, y, params)
+
+    def _params(self, input: torch.Tensor | None, context: torch.Tensor | None) -> Params:
+        """Calls the conditioner on ``input`` (the side it reads) and ``context``."""
+        if self.params_fn is None:
+            return None
+        return self.params_fn(input, context)
+
+    def _passes_context(self) -> bool:
+        """Whether this bijector hands a context to bijectors inside it (``Compose``)."""
+        return False
+
+    def forward_shape(self, shape: torch.Size) -> torch.Size:
+        """The shape of ``forward``'s output for an input of ``shape``."""
+        return shape
+
+    def inverse_shape(self, shape: torch.Size) -> torch.Size:
+        """The shape of ``inverse``'s output for an input of ``shape``."""
+        return shape
+
+    # ------------------------------------------------------------------ generic machinery
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # log|det J| from a fused method is computed from the call's input and may be stored in
+        # the cache; otherwise it may read the output and only ``params`` are stored.
+        cls._stores_forward_ladj = cls._forward_and_ladj is not Bijector._forward_and_ladj
+        cls._stores_inverse_ladj = cls._inverse_and_ladj is not Bijector._inverse_and_ladj
+
+    _stores_forward_ladj = False
+    _stores_inverse_ladj = False
+
+    def _state_tensors(self) -> tuple[torch.Tensor, ...]:
+        """This bijector's parameters and buffers (cached while the module structure is fixed)."""
+        cache = self._state_cache
+        count = _mode.STRUCTURE.count
+        if cache is None or cache[0] != count:
+            tensors = (*self.parameters(), *self.buffers())
+            self._state_cache = cache = (count, tensors)
+        return cache[1]
+
+    def _state_version(self) -> int:
+        return sum(t._version for t in self._state_tensors())
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self._state_cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _check(self, value: torch.Tensor, context: torch.Tensor | None, name: str) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: {name} must be a torch.Tensor, got {type(value).__name__}")
+        n = len(self.shape)
+        if value.shape[value.dim() - n :] != self.shape or value.dim() < n:
+            raise ValueError(
+                f"{type(self).__name__}: {name} has shape {tuple(value.shape)}, but its trailing "
+                f"dims must be the event shape {tuple(self.shape)}"
+            )
+        if not value.is_floating_point():
+            raise TypeError(f"{type(self).__name__}: {name} must be floating point, got {value.dtype}")
+        cs = self.context_shape
+        if cs is None:
+            if context is not None:
+                raise ValueError(f"{type(self).__name__} takes no context, but a context was given")
+        elif context is None:
+            raise ValueError(
+                f"{type(self).__name__} is conditional (context_shape={tuple(cs)}), but no context was given"
+            )
+        elif context.shape[context.dim() - len(cs) :] != cs or context.dim() < len(cs):
+            raise ValueError(
+                f"{type(self).__name__}: context has shape {tuple(context.shape)}, but its trailing "
+                f"dims must be the context shape {tuple(cs)}"
+            )
+
+    def _reduce(self, ladj: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Broadcasts a raw log|det J| to ``out``'s elements and sums it to the batch shape."""
+        full = out.shape[: out.dim() - self._reduced_dims]
+        if ladj.shape != full:
+            ladj = ladj.expand(full)
+        if self._sum_dims:
+            ladj = ladj.sum(self._sum_dims)
+        return ladj
+
+    def _forward_with_params(
+        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Params]:
+        if self.conditioned_on_output:
+            return self._sequential_forward(x, context, need_ladj)
+        params = self._params(x, context)
+        if need_ladj:
+            y, ladj = self._forward_and_ladj(x, params)
+            return y, self._reduce(ladj, y), params
+        return self._forward(x, params), None, params
+
+    def _sequential_forward(
+        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Params]:
+        """Forward pass when the conditioner reads the output (autoregressive, MAF direction).
+
+        After ``k`` passes the first ``k`` outputs in the conditioner's order are exact; the
+        parameters of the last pass depend only on those, so they are the parameters at ``y``.
+        """
+        y = torch.zeros_like(x)
+        for _ in range(max(int(self.shape.numel()), 1) - 1):
+            y = self._forward(x, self._params(y, context))
+        params = self._params(y, context)
+        if need_ladj:
+            y, ladj = self._forward_and_ladj(x, params)
+            return y, self._reduce(ladj, y), params
+        return self._forward(x, params), None, params
+
+    def _inverse_with_params(
+        self, y: torch.Tensor, context: torch.Tensor | None, need_ladj: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Params]:
+        params = self._params(y, context)
+        if need_ladj:
+            x, ladj = self._inverse_and_ladj(y, params)
+            return x, self._reduce(ladj, x), params
+        return self._inverse(y, params), None, params
+
+    def _ladj_from_values(
+        self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None, params: Params = None
+    ) -> torch.Tensor:
+        if params is None:
+            params = self._params(y if self.conditioned_on_output else x, context)
+        out = y if y.dim() >= x.dim() else x
+        return self._reduce(self._log_abs_det_jacobian(x, y, params), out)
+
+    # ------------------------------------------------------------------ public API
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Maps ``x`` (``sample + batch + shape``) to ``y``."""
+        return self._call(x, context, True, False)[0]
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Maps ``y`` back to ``x``."""
+        return self._call(y, context, False, False)[0]
+
+    def forward_and_ladj(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``y`` and log|det dy/dx| (shape ``sample + batch``) in one pass."""
+        y, ladj = self._call(x, context, True, True)
+        assert ladj is not None
+        return y, ladj
+
+    def inverse_and_ladj(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``x`` and the *forward* log|det dy/dx| at ``x`` in one pass."""
+        x, ladj = self._call(y, context, False, True)
+        assert ladj is not None
+        return x, ladj
+
+    def log_abs_det_jacobian(
+        self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log|det dy/dx| at the pair ``(x, y)``, reduced to the ``sample + batch`` shape.
+
+        Inside ``BijectiveMode``, a pair this bijector recorded is served from the cache.
+        """
+        scope = _mode.current_scope()
+        if scope is not None:
+            entry = _mode.lookup(y, self, True, context)
+            if entry is None or entry.key is not x:
+                entry = _mode.lookup(x, self, False, context)
+                if entry is not None and entry.key is not y:
+                    entry = None
+            if entry is not None:
+                if entry.ladj is not None:
+                    return entry.ladj  # type: ignore[no-any-return]
+                return self._ladj_from_values(x, y, context, entry.params)
+            if not scope.warned:
+                scope.warned = True
+                warnings.warn(
+                    f"{type(self).__name__}.log_abs_det_jacobian: no fresh cache entry for this "
+                    "(x, y) pair inside BijectiveMode; computing it from the values",
+                    _mode.CacheMissWarning,
+                    stacklevel=2,
+                )
+        self._check(x, context, "x")
+        return self._ladj_from_values(x, y, context)
+
+    def _call(
+        self, value: torch.Tensor, context: torch.Tensor | None, forward: bool, need_ladj: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        scope = _mode.current_scope()
+        if scope is not None:
+            # ``value`` may be the output of the opposite call: then the answer is its key.
+            entry = _mode.lookup(value, self, not forward, context)
+            if entry is not None:
+                ladj = None
+                if need_ladj:
+                    ladj = entry.ladj
+                    if ladj is None:
+                        x, y = (value, entry.key) if forward else (entry.key, value)
+                        ladj = self._ladj_from_values(x, y, context, entry.params)
+                return entry.key, ladj
+        self._check(value, context, "x" if forward else "y")
+        record_ladj = scope is not None and scope.requires_ladj
+        compute = need_ladj or record_ladj
+        if forward:
+            out, ladj, params = self._forward_with_params(value, context, compute)
+            stores = self._stores_forward_ladj
+        else:
+            out, ladj, params = self._inverse_with_params(value, context, compute)
+            stores = self._stores_inverse_ladj
+        if scope is not None:
+            _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
+        return out, ladj
+
+    def extra_repr(self) -> str:
+        s = f"shape={tuple(self.shape)}"
+        if self.context_shape is not None:
+            s += f", context_shape={tuple(self.context_shape)}"
+        return s

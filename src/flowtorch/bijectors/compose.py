@@ -1,0 +1,213 @@
+"""Composition and inversion of bijectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.distributions import constraints
+
+from flowtorch.bijectors.base import Bijector, build
+
+__all__ = ["Compose", "Invert"]
+
+
+class Compose(Bijector):
+    r"""The composition :math:`f = f_n \circ \dots \circ f_1` of ``bijectors`` (applied in order).
+
+    log|det J| is the sum of the layers' log-dets. Each layer records its own cache entry inside
+    ``BijectiveMode``, so inverting a composed output walks back through cache hits and the
+    composed log|det J| is the sum of the recorded ones. The context, if any, goes to every
+    conditional layer.
+
+    Args:
+        bijectors: plans or built bijectors, applied in order.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> f = bij.Compose([bij.Exp(), bij.AffineFixed(loc=1.0, scale=2.0)])(shape=torch.Size([2]))
+        >>> f.forward(torch.zeros(2))
+        tensor([3., 3.])
+    """
+
+    def __new__(cls, bijectors: Sequence[Any] = (), **kwargs: Any) -> Any:
+        built = list(bijectors)
+        if kwargs.get("shape") is None and built and all(isinstance(b, Bijector) for b in built):
+            kwargs["shape"] = built[0].shape
+        return super().__new__(cls, bijectors, **kwargs)
+
+    def __init__(
+        self,
+        bijectors: Sequence[Any] = (),
+        *,
+        shape: torch.Size | tuple[int, ...] | None = None,
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+    ) -> None:
+        bijectors = list(bijectors)
+        if shape is None:  # all built: ``Compose([b1, b2])``
+            shape = bijectors[0].shape
+        layers = []
+        current = torch.Size(shape)
+        for plan in bijectors:
+            layer = build(plan, shape=current, context_shape=context_shape)
+            if not isinstance(layer, Bijector):
+                raise TypeError(f"Compose takes bijectors or their plans, got {type(layer).__name__}")
+            if layer.shape != current:
+                raise ValueError(
+                    f"Compose: {type(layer).__name__} acts on shape {tuple(layer.shape)}, "
+                    f"but the previous layer produces {tuple(current)}"
+                )
+            layers.append(layer)
+            current = layer.forward_shape(current)
+        if not layers:
+            raise ValueError("Compose needs at least one bijector")
+        self._layers_tmp = layers
+        cs = next((b.context_shape for b in layers if b.context_shape is not None), context_shape)
+        super().__init__(None, shape=shape, context_shape=cs)
+        self.bijectors = torch.nn.ModuleList(layers)
+        del self._layers_tmp
+        self.domain = layers[0].domain
+        self.codomain = layers[-1].codomain
+
+    def _passes_context(self) -> bool:
+        return any(b.context_shape is not None for b in self._layers_tmp)
+
+    def forward_shape(self, shape: torch.Size) -> torch.Size:
+        for b in self.bijectors:
+            shape = b.forward_shape(shape)
+        return shape
+
+    def inverse_shape(self, shape: torch.Size) -> torch.Size:
+        for b in reversed(self.bijectors):
+            shape = b.inverse_shape(shape)
+        return shape
+
+    def _ctx(self, b: Bijector, context: torch.Tensor | None) -> torch.Tensor | None:
+        return context if b.context_shape is not None else None
+
+    def _check_context(self, context: torch.Tensor | None) -> None:
+        if context is not None and self.context_shape is None:
+            raise ValueError("Compose: no layer takes a context, but a context was given")
+        if context is None and self.context_shape is not None:
+            raise ValueError(
+                f"Compose is conditional (context_shape={tuple(self.context_shape)}), but no context was given"
+            )
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_context(context)
+        for b in self.bijectors:
+            x = b.forward(x, self._ctx(b, context))
+        return x
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_context(context)
+        for b in reversed(self.bijectors):
+            y = b.inverse(y, self._ctx(b, context))
+        return y
+
+    def forward_and_ladj(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_context(context)
+        total: torch.Tensor | None = None
+        for b in self.bijectors:
+            x, ladj = b.forward_and_ladj(x, self._ctx(b, context))
+            total = ladj if total is None else total + ladj
+        assert total is not None
+        return x, total
+
+    def inverse_and_ladj(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_context(context)
+        total: torch.Tensor | None = None
+        for b in reversed(self.bijectors):
+            y, ladj = b.inverse_and_ladj(y, self._ctx(b, context))
+            total = ladj if total is None else total + ladj
+        assert total is not None
+        return y, total
+
+    def log_abs_det_jacobian(
+        self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Sum of the layers' log-dets, walking back from ``y`` (cache hits inside the mode)."""
+        return self.inverse_and_ladj(y, context)[1]
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class Invert(Bijector):
+    """The inverse of a bijector: ``forward`` is its ``inverse`` and vice versa.
+
+    ``Invert(AffineAutoregressive(...))`` is an inverse autoregressive flow (IAF): parallel
+    forward (fast sampling), sequential inverse.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> log = bij.Invert(bij.Exp())(shape=torch.Size([1]))
+        >>> log.forward(torch.ones(1))
+        tensor([0.])
+    """
+
+    def __new__(cls, bijector: Any = None, **kwargs: Any) -> Any:
+        if kwargs.get("shape") is None and isinstance(bijector, Bijector):
+            kwargs["shape"] = bijector.forward_shape(bijector.shape)
+        return super().__new__(cls, bijector, **kwargs)
+
+    def __init__(
+        self,
+        bijector: Any,
+        *,
+        shape: torch.Size | tuple[int, ...] | None = None,
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+    ) -> None:
+        if shape is None:  # built: ``Invert(b)``
+            shape = bijector.forward_shape(bijector.shape)
+        inner = build(bijector, shape=shape, context_shape=context_shape)
+        if not isinstance(inner, Bijector):
+            raise TypeError(f"Invert takes a bijector or its plan, got {type(inner).__name__}")
+        self._inner_tmp = inner
+        super().__init__(None, shape=shape, context_shape=inner.context_shape)
+        del self._inner_tmp
+        self.bijector = inner
+        self.domain: constraints.Constraint = inner.codomain
+        self.codomain: constraints.Constraint = inner.domain
+
+    def _passes_context(self) -> bool:
+        return self._inner_tmp.context_shape is not None
+
+    def forward_shape(self, shape: torch.Size) -> torch.Size:
+        return self.bijector.inverse_shape(shape)
+
+    def inverse_shape(self, shape: torch.Size) -> torch.Size:
+        return self.bijector.forward_shape(shape)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.bijector.inverse(x, context)
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.bijector.forward(y, context)
+
+    def forward_and_ladj(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        y, ladj = self.bijector.inverse_and_ladj(x, context)
+        return y, -ladj
+
+    def inverse_and_ladj(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, ladj = self.bijector.forward_and_ladj(y, context)
+        return x, -ladj
+
+    def log_abs_det_jacobian(
+        self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return -self.bijector.log_abs_det_jacobian(y, x, context)
+
+    def extra_repr(self) -> str:
+        return ""

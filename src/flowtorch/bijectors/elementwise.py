@@ -1,0 +1,215 @@
+"""Fixed elementwise bijectors (no learnable parameters).
+
+Each writes its maths once: forward and inverse, each returning the *forward* log|det J|
+computed from the call's own input (so that ``BijectiveMode`` may store it safely).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import constraints
+
+from flowtorch.bijectors.base import Bijector, Params
+
+__all__ = ["ELU", "Exp", "LeakyReLU", "Power", "Sigmoid", "Softplus", "Tanh"]
+
+
+def _tiny(t: torch.Tensor) -> float:
+    return float(torch.finfo(t.dtype).tiny)
+
+
+class Exp(Bijector):
+    r""":math:`y = e^x`, :math:`\log|dy/dx| = x`.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> bij.Exp()(shape=torch.Size([1])).forward(torch.zeros(1))
+        tensor([1.])
+    """
+
+    codomain = constraints.positive
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return x.exp()
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return y.log()
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return x
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.exp(), x
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return y.log(), y.log()
+
+
+class Sigmoid(Bijector):
+    r""":math:`y = 1 / (1 + e^{-x})`, :math:`\log|dy/dx| = -\mathrm{softplus}(-x) - \mathrm{softplus}(x)`.
+
+    The inverse clamps :math:`y` into the open unit interval before taking the logit.
+    """
+
+    codomain = constraints.unit_interval
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        eps = torch.finfo(y.dtype).eps
+        return torch.logit(y, eps=eps)
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return -F.softplus(-x) - F.softplus(x)
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.sigmoid(x), -F.softplus(-x) - F.softplus(x)
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = torch.finfo(y.dtype).eps
+        y = y.clamp(eps, 1 - eps)
+        return torch.logit(y), torch.log(y) + torch.log1p(-y)
+
+
+class Softplus(Bijector):
+    r""":math:`y = \log(1 + e^x)`, :math:`\log|dy/dx| = -\mathrm{softplus}(-x)`."""
+
+    codomain = constraints.positive
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return F.softplus(x)
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return y + torch.log(-torch.expm1(-y))
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return -F.softplus(-x)
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.softplus(x), -F.softplus(-x)
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        log_term = torch.log(-torch.expm1(-y))  # log(1 - e^{-y}) = log sigmoid(x)
+        return y + log_term, log_term
+
+
+class Tanh(Bijector):
+    r""":math:`y = \tanh x`, :math:`\log|dy/dx| = 2(\log 2 - x - \mathrm{softplus}(-2x))`."""
+
+    codomain = constraints.interval(-1.0, 1.0)
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return torch.tanh(x)
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        eps = torch.finfo(y.dtype).eps
+        return torch.atanh(y.clamp(-1 + eps, 1 - eps))
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tanh(x), 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = torch.finfo(y.dtype).eps
+        y = y.clamp(-1 + eps, 1 - eps)
+        return torch.atanh(y), torch.log1p(-y * y)
+
+
+class ELU(Bijector):
+    r""":math:`y = x` for :math:`x > 0`, :math:`e^x - 1` otherwise; :math:`\log|dy/dx| = \min(x, 0)`."""
+
+    codomain = constraints.greater_than(-1.0)
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return F.elu(x)
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return torch.where(y > 0, y, torch.log1p(y.clamp(max=0)))
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return x.clamp(max=0)
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.elu(x), x.clamp(max=0)
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        neg = torch.log1p(y.clamp(max=0))
+        return torch.where(y > 0, y, neg), neg
+
+
+class LeakyReLU(Bijector):
+    r""":math:`y = x` for :math:`x \ge 0`, :math:`a x` otherwise (``negative_slope`` :math:`a > 0`)."""
+
+    def __init__(
+        self,
+        params_fn: Any = None,
+        *,
+        shape: torch.Size | tuple[int, ...],
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+        negative_slope: float = 0.01,
+    ) -> None:
+        if negative_slope <= 0:
+            raise ValueError(f"LeakyReLU: negative_slope must be positive, got {negative_slope}")
+        self.negative_slope = float(negative_slope)
+        self._log_slope = math.log(self.negative_slope)
+        super().__init__(params_fn, shape=shape, context_shape=context_shape)
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return F.leaky_relu(y, 1.0 / self.negative_slope)
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return (x < 0).to(x.dtype) * self._log_slope
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._forward(x, params), (x < 0).to(x.dtype) * self._log_slope
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._inverse(y, params), (y < 0).to(y.dtype) * self._log_slope
+
+
+class Power(Bijector):
+    r""":math:`y = x^p` on the positive reals (:math:`p \ne 0`); :math:`\log|dy/dx| = \log|p| + (p-1)\log x`."""
+
+    domain = constraints.positive
+    codomain = constraints.positive
+
+    def __init__(
+        self,
+        params_fn: Any = None,
+        *,
+        shape: torch.Size | tuple[int, ...],
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+        exponent: float = 2.0,
+    ) -> None:
+        if exponent == 0:
+            raise ValueError("Power: exponent must be non-zero")
+        self.exponent = float(exponent)
+        self._log_abs_exponent = math.log(abs(self.exponent))
+        super().__init__(params_fn, shape=shape, context_shape=context_shape)
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return x.pow(self.exponent)
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return y.pow(1.0 / self.exponent)
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._log_abs_exponent + (self.exponent - 1.0) * x.log()
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.pow(self.exponent), self._log_abs_exponent + (self.exponent - 1.0) * x.log()
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.exponent
+        return y.pow(1.0 / p), self._log_abs_exponent + (p - 1.0) / p * y.log()

@@ -1,0 +1,416 @@
+"""``BijectiveMode``: cache a bijector's intermediate values without a tensor subclass.
+
+While a :class:`BijectiveMode` is active on a thread, every bijector call records an *entry* on
+the tensor it returns: the bijector, the input, the context, and log|det J| or the parameters
+needed to compute it later. The entry lives in the returned tensor's ``__dict__``, so
+
+* every op that makes a new tensor (``y + 0``, ``y[0]``, ``y.view(...)``, ``y.detach()``) returns a
+  tensor without an entry: stripping costs nothing;
+* an op that returns the very same object (``y.contiguous()``) returns the entry with it, and the
+  staleness checks below still guard it;
+* ``torch.compile`` sees a tensor attribute rather than a side table keyed by tensors.
+
+A hit is served only if nothing it depends on changed since it was recorded: the version
+counters of the input, the output, the context and the bijector's parameters and buffers, the
+grad mode, and a per-thread *epoch* that the mode bumps when it sees a write that version
+counters miss (``p.data = ...``, in-place writes through a ``.data`` alias taken inside the mode,
+``Tensor.set_``, fused optimizer kernels). Storage handed to code the mode cannot watch
+(``.numpy()``, ``untyped_storage()``, ``__array__``, ``__dlpack__``) marks that storage opaque:
+entries that depend on it are never served again while a mode is active.
+
+When a mode exits, it removes every entry it recorded; nothing remains on any tensor. This
+module is consulted only by :mod:`flowtorch.bijectors.base`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["BijectiveMode", "CacheMissWarning"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The attribute under which an entry is stored on a tensor.
+ATTR = "_flowtorch_entry"
+
+
+class CacheMissWarning(UserWarning):
+    """Inside a ``BijectiveMode``, log|det J| had to be recomputed from values alone."""
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.scopes: list[_Scope] = []
+        # Bumped on writes that tensor version counters do not see.
+        self.epoch = 0
+        # ``.data`` aliases handed out inside a mode (their writes bypass the original's version).
+        self.aliases: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+        # Storage addresses handed to code the mode cannot watch (numpy arrays, storages).
+        self.opaque: set[int] = set()
+
+
+STATE = _ThreadState()
+
+
+class _Structure:
+    """Counts module-structure changes (parameters, buffers or submodules registered).
+
+    Bijectors cache the tuple of their parameter and buffer tensors for the staleness check and
+    rebuild it when this count moves. Registration hooks are installed only while some mode is
+    active, so outside every mode flowtorch adds nothing to torch.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._users = 0
+        self._lock = threading.Lock()
+        self._handles: list[Any] = []
+
+    def _bump(self, *args: Any) -> None:
+        self.count += 1
+
+    def acquire(self) -> None:
+        with self._lock:
+            self.count += 1
+            self._users += 1
+            if self._users == 1:
+                mm = torch.nn.modules.module
+                for name in (
+                    "register_module_parameter_registration_hook",
+                    "register_module_buffer_registration_hook",
+                    "register_module_module_registration_hook",
+                ):
+                    register = getattr(mm, name, None)
+                    if register is not None:
+                        self._handles.append(register(self._bump))
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                for handle in self._handles:
+                    handle.remove()
+                self._handles.clear()
+            self.count += 1
+
+
+STRUCTURE = _Structure()
+
+
+class _Scope:
+    """One activation of a mode on one thread."""
+
+    __slots__ = ("requires_ladj", "tagged", "warned", "__weakref__")
+
+    def __init__(self, requires_ladj: bool) -> None:
+        self.requires_ladj = requires_ladj
+        self.tagged: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+        self.warned = False
+
+
+class Entry:
+    """What a bijector call recorded on its output.
+
+    ``forward`` says which direction produced the output: ``True`` for ``b.forward(key)``,
+    ``False`` for ``b.inverse(key)``. ``ladj`` is the forward log|det J| at the pair, reduced to
+    the batch shape, or ``None``; ``params`` is what the bijector needs to compute it.
+    """
+
+    __slots__ = (
+        "scope",
+        "bijector",
+        "forward",
+        "key",
+        "context",
+        "ladj",
+        "params",
+        "grad",
+        "epoch",
+        "versions",
+        "state_version",
+        "previous",
+    )
+
+    def __init__(
+        self,
+        scope: _Scope,
+        bijector: Any,
+        forward: bool,
+        key: torch.Tensor,
+        out: torch.Tensor,
+        context: torch.Tensor | None,
+        ladj: torch.Tensor | None,
+        params: Any,
+    ) -> None:
+        self.scope = scope
+        self.bijector = bijector
+        self.forward = forward
+        self.key = key
+        self.context = context
+        self.ladj = ladj
+        self.params = params
+        self.grad = torch.is_grad_enabled()
+        self.epoch = STATE.epoch
+        self.versions = _versions(key, out, context)
+        self.state_version = bijector._state_version()
+        self.previous: Entry | None = None
+
+
+def _versions(
+    key: torch.Tensor, out: torch.Tensor, context: torch.Tensor | None
+) -> tuple[int, int, int]:
+    return (key._version, out._version, -1 if context is None else context._version)
+
+
+def _storage(t: torch.Tensor) -> int:
+    return int(t.untyped_storage().data_ptr())
+
+
+def current_scope() -> _Scope | None:
+    scopes = STATE.scopes
+    return scopes[-1] if scopes else None
+
+
+def lookup(
+    out: torch.Tensor, bijector: Any, forward: bool, context: torch.Tensor | None
+) -> Entry | None:
+    """The fresh entry that ``bijector`` recorded on ``out`` in direction ``forward``, or None."""
+    entry: Entry | None = getattr(out, ATTR, None)
+    while entry is not None:
+        if entry.bijector is bijector and entry.forward is forward and entry.context is context:
+            return entry if _fresh(entry, out) else None
+        entry = entry.previous
+    return None
+
+
+def _fresh(entry: Entry, out: torch.Tensor) -> bool:
+    state = STATE
+    if entry.scope not in state.scopes or entry.epoch != state.epoch:
+        return False
+    if not entry.grad and torch.is_grad_enabled():
+        return False
+    if entry.versions != _versions(entry.key, out, entry.context):
+        return False
+    bijector = entry.bijector
+    if entry.state_version != bijector._state_version():
+        return False
+    if state.opaque:
+        deps: Iterable[torch.Tensor] = (entry.key, out, *bijector._state_tensors())
+        if entry.context is not None:
+            deps = (*deps, entry.context)
+        if any(_storage(t) in state.opaque for t in deps):
+            return False
+    return True
+
+
+def record(
+    scope: _Scope,
+    bijector: Any,
+    forward: bool,
+    key: torch.Tensor,
+    out: torch.Tensor,
+    context: torch.Tensor | None,
+    ladj: torch.Tensor | None,
+    params: Any,
+) -> None:
+    """Records an entry on ``out``. Entries are never recorded under inference mode."""
+    if out is key or torch.is_inference_mode_enabled() or out.is_inference() or key.is_inference():
+        return
+    entry = Entry(scope, bijector, forward, key, out, context, ladj, params)
+    entry.previous = getattr(out, ATTR, None)
+    setattr(out, ATTR, entry)
+    scope.tagged.add(out)
+
+
+def _unlink(t: torch.Tensor, scope: _Scope) -> None:
+    """Removes the entries that ``scope`` recorded on ``t``, keeping other scopes' entries."""
+    entry: Entry | None = t.__dict__.get(ATTR)
+    kept: list[Entry] = []
+    while entry is not None:
+        if entry.scope is not scope:
+            kept.append(entry)
+        entry = entry.previous
+    head: Entry | None = None
+    for e in reversed(kept):
+        e.previous = head
+        head = e
+    if head is None:
+        t.__dict__.pop(ATTR, None)
+    else:
+        t.__dict__[ATTR] = head
+
+
+# How the mode treats each torch function it intercepts.
+_PLAIN, _INPLACE, _DATA_GET, _EPOCH, _OPAQUE, _STRIP_STATE = range(6)
+_KINDS: dict[Any, int] = {
+    torch.Tensor.data.__get__: _DATA_GET,  # type: ignore[attr-defined]
+    torch.Tensor.data.__set__: _EPOCH,  # type: ignore[attr-defined]
+    torch.Tensor.set_: _EPOCH,
+    torch.Tensor.numpy: _OPAQUE,
+    torch.Tensor.untyped_storage: _OPAQUE,
+    torch.Tensor.storage: _OPAQUE,
+    torch.Tensor.__array__: _OPAQUE,
+    torch.Tensor.__dlpack__: _OPAQUE,
+    torch.Tensor.__reduce_ex__: _STRIP_STATE,
+    torch.Tensor.__deepcopy__: _STRIP_STATE,
+}
+
+
+def _classify(func: Any) -> int:
+    name = getattr(func, "__name__", "")
+    if name.startswith("_fused_"):
+        return _EPOCH  # fused optimizer kernels do not bump version counters
+    if name.endswith("_") and not name.startswith("__"):
+        return _INPLACE
+    if name == "__setitem__" or (name.startswith("__i") and name.endswith("__")):
+        return _INPLACE
+    return _PLAIN
+
+
+def _written(target: Any, aliases: weakref.WeakSet[torch.Tensor]) -> bool:
+    if isinstance(target, torch.Tensor):
+        return target in aliases or (target._base is not None and target._base in aliases)
+    if isinstance(target, (list, tuple)):
+        return any(_written(t, aliases) for t in target)
+    return False
+
+
+class BijectiveMode(TorchFunctionMode):
+    """Caches bijector calls while active: ``with BijectiveMode(requires_ladj=False): ...``.
+
+    Inside the mode:
+
+    * ``b.inverse(y, context)`` on a ``y`` that ``b.forward(x, context)`` returned gives back the
+      very object ``x`` (``is``) without computing anything, and ``b.forward`` on the output of
+      ``b.inverse`` gives back its input; ``Compose`` chains these hits layer by layer, so a
+      flow scores its own samples without an inverse pass;
+    * ``b.log_abs_det_jacobian(x, y, context)`` on a recorded pair returns the recorded value;
+      with ``requires_ladj=False`` the forward pass skips log|det J| and a later call computes it
+      from the recorded parameters, without calling the conditioner again;
+    * every tensor stays a plain ``torch.Tensor``; the results of other ops carry no entry.
+
+    Entries are dropped when the ``with`` block exits. Modes nest: the innermost
+    ``requires_ladj`` applies, and entries recorded by outer modes stay usable inside. A mode is
+    per thread. The mode can also decorate a function, which then runs in a fresh mode.
+
+    Gradients: a hit returns the original ``x``, whose graph does not pass through ``y``. To
+    differentiate with respect to ``y`` itself, pass a fresh tensor
+    (``y.detach().requires_grad_()``), which is a different object and so a miss.
+
+    Not seen: writes through aliases that bypass version counters (``.data``, numpy arrays,
+    storages) taken *before* the mode was entered, and writes from other threads.
+
+    Args:
+        requires_ladj: whether forward and inverse calls compute log|det J| as they go (``True``)
+            or leave it to a later ``log_abs_det_jacobian`` call (``False``).
+
+    Example:
+        >>> import torch, flowtorch
+        >>> import flowtorch.bijectors as bij
+        >>> b = bij.Exp(shape=torch.Size([2]))
+        >>> x = torch.randn(4, 2)
+        >>> with flowtorch.BijectiveMode():
+        ...     y = b.forward(x)
+        ...     b.inverse(y) is x
+        True
+    """
+
+    def __init__(self, requires_ladj: bool = True) -> None:
+        super().__init__()
+        self.requires_ladj = requires_ladj
+        self._scopes: list[_Scope] = []
+
+    def __enter__(self) -> BijectiveMode:
+        scope = _Scope(self.requires_ladj)
+        if not STATE.scopes:
+            STRUCTURE.acquire()
+        self._scopes.append(scope)
+        STATE.scopes.append(scope)
+        try:
+            super().__enter__()
+        except BaseException:
+            self._pop_scope()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._pop_scope()
+
+    def _pop_scope(self) -> None:
+        scope = self._scopes.pop()
+        state = STATE
+        state.scopes.remove(scope)
+        for t in list(scope.tagged):
+            _unlink(t, scope)
+        scope.tagged.clear()
+        if not state.scopes:
+            state.aliases = weakref.WeakSet()
+            state.opaque.clear()
+            STRUCTURE.release()
+
+    def __call__(self, fn: F) -> F:
+        """Decorates ``fn`` so that each call runs inside a new mode with the same settings."""
+        requires_ladj = self.requires_ladj
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with BijectiveMode(requires_ladj):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if kwargs is None:
+            kwargs = {}
+        kind = _KINDS.get(func)
+        if kind is None:
+            kind = _KINDS[func] = _classify(func)
+        if kind == _PLAIN and "out" not in kwargs:
+            return func(*args, **kwargs)
+        return _special(kind, func, args, kwargs)
+
+
+def _special(kind: int, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    state = STATE
+    if kind == _STRIP_STATE:
+        # Pickling and deepcopy see the tensor as it would be outside the mode.
+        t = args[0]
+        saved = t.__dict__.pop(ATTR, None)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if saved is not None:
+                t.__dict__[ATTR] = saved
+    if kind == _EPOCH:
+        state.epoch += 1
+        return func(*args, **kwargs)
+    if kind == _OPAQUE:
+        if isinstance(args[0], torch.Tensor):
+            state.opaque.add(_storage(args[0]))
+        return func(*args, **kwargs)
+    result = func(*args, **kwargs)
+    if kind == _DATA_GET:
+        if isinstance(result, torch.Tensor):
+            state.aliases.add(result)
+    elif state.aliases and (
+        (kind == _INPLACE and args and _written(args[0], state.aliases))
+        or ("out" in kwargs and _written(kwargs["out"], state.aliases))
+    ):
+        state.epoch += 1
+    return result

@@ -1,0 +1,65 @@
+"""Permutations of the last event dim."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.distributions import constraints
+
+from flowtorch.bijectors.base import Bijector, Params
+
+__all__ = ["Permute"]
+
+
+class Permute(Bijector):
+    r"""Reorders the last event dim: :math:`y = x_{[\pi]}`, volume preserving (:math:`\log|\det J| = 0`).
+
+    Args:
+        permutation: a permutation of ``0..n-1`` for a last event dim of size ``n``; default a
+            random one, drawn when the bijector is built and saved in its ``state_dict``.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> p = bij.Permute(permutation=[2, 0, 1])(shape=torch.Size([3]))
+        >>> p.forward(torch.tensor([10., 11., 12.]))
+        tensor([12., 10., 11.])
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    permutation: torch.Tensor
+    inv_permutation: torch.Tensor
+
+    def __init__(
+        self,
+        params_fn: Any = None,
+        *,
+        shape: torch.Size | tuple[int, ...],
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+        permutation: torch.Tensor | Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(params_fn, shape=shape, context_shape=context_shape)
+        n = self.shape[-1]
+        perm = torch.randperm(n) if permutation is None else torch.as_tensor(permutation, dtype=torch.long)
+        if perm.dim() != 1 or perm.numel() != n or not torch.equal(perm.sort().values, torch.arange(n)):
+            raise ValueError(f"Permute: {perm.tolist()} is not a permutation of 0..{n - 1} (last event dim is {n})")
+        self.register_buffer("permutation", perm)
+        self.register_buffer("inv_permutation", torch.argsort(perm))
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return x[..., self.permutation]
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return y[..., self.inv_permutation]
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return x.new_zeros(())
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[..., self.permutation], x.new_zeros(())
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return y[..., self.inv_permutation], y.new_zeros(())

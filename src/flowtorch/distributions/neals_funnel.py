@@ -1,0 +1,41 @@
+"""Neal's funnel, a target density with a hard-to-sample neck."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Distribution, Normal, constraints
+
+__all__ = ["NealsFunnel"]
+
+
+class NealsFunnel(Distribution):
+    r"""Neal's funnel in 2-D: :math:`v \sim \mathcal N(0, 3^2)`, :math:`x \mid v \sim \mathcal N(0, e^{v})`.
+
+    Events are :math:`(x, v)` (flowtorch 0.8's order). Reference: Neal, "Slice sampling", 2003.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.distributions import NealsFunnel
+        >>> d = NealsFunnel()
+        >>> d.sample((4,)).shape
+        torch.Size([4, 2])
+    """
+
+    support = constraints.real_vector
+    arg_constraints: dict[str, constraints.Constraint] = {}
+    has_rsample = True
+
+    def __init__(self, validate_args: bool | None = None) -> None:
+        super().__init__(torch.Size(), torch.Size([2]), validate_args=validate_args)
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+        eps = torch.randn(torch.Size(sample_shape) + (2,))
+        v = 3.0 * eps[..., 1]
+        x = torch.exp(v / 2.0) * eps[..., 0]
+        return torch.stack([x, v], dim=-1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        x, v = value[..., 0], value[..., 1]
+        return Normal(0.0, 3.0).log_prob(v) + Normal(torch.zeros_like(v), torch.exp(v / 2.0)).log_prob(x)

@@ -1,0 +1,84 @@
+"""Lazy construction: a *plan* records a class and its arguments until the shapes are known.
+
+A bijector needs the event shape it acts on (and the shape of its context, if any) before it
+can create its parameters, but users describe a flow before they know that shape. Calling a
+bijector or conditioner class *without* its shape argument therefore returns a :class:`Plan`
+instead of an instance::
+
+    >>> import flowtorch.bijectors as bij
+    >>> plan = bij.Exp()
+    >>> plan
+    Plan(Exp)
+    >>> b = plan(shape=(3,))
+    >>> type(b).__name__, tuple(b.shape)
+    ('Exp', (3,))
+
+Calling the class *with* the shape argument builds the object directly. Nothing else is
+deferred and nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import torch
+
+__all__ = ["Plan", "Lazy", "LazyModule"]
+
+T = TypeVar("T")
+
+
+class Plan(Generic[T]):
+    """A class with some of its arguments, waiting for the shape arguments that build it.
+
+    Args:
+        cls: the class to build.
+        *args: positional arguments passed to ``cls`` when built.
+        **kwargs: keyword arguments passed to ``cls`` when built; they take precedence over
+            arguments with the same name given when the plan is called, except those that are
+            ``None``.
+    """
+
+    __slots__ = ("cls", "args", "kwargs")
+
+    def __init__(self, cls: type[T], *args: Any, **kwargs: Any) -> None:
+        self.cls = cls
+        self.args = args
+        self.kwargs = kwargs
+
+    def __call__(self, **build_kwargs: Any) -> T:
+        """Builds the object, e.g. ``plan(shape=torch.Size([2]))``."""
+        kwargs = dict(build_kwargs)
+        for key, value in self.kwargs.items():
+            if value is not None or key not in kwargs:
+                kwargs[key] = value
+        return self.cls(*self.args, **kwargs)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        inner = ", ".join([self.cls.__name__, *parts])
+        return f"Plan({inner})"
+
+
+#: flowtorch 0.8's name for a plan.
+Lazy = Plan
+
+
+class LazyModule(torch.nn.Module):
+    """An ``nn.Module`` whose class returns a :class:`Plan` when called without ``_plan_key``.
+
+    Subclasses name the keyword argument that completes them in ``_plan_key`` (``"shape"`` for
+    bijectors, ``"param_shapes"`` for conditioners). ``cls(..., shape=s)`` builds an instance;
+    ``cls(...)`` without it returns ``Plan(cls, ...)``. Pickling and ``copy.deepcopy`` pass the
+    key back, so they rebuild instances, never plans.
+    """
+
+    _plan_key: str = "shape"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get(cls._plan_key) is None:
+            return Plan(cls, *args, **kwargs)
+        return super().__new__(cls)
+
+    def __getnewargs_ex__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (), {self._plan_key: getattr(self, self._plan_key)}
