@@ -39,7 +39,7 @@ class Plan(Generic[T]):
             ``None``.
     """
 
-    __slots__ = ("cls", "args", "kwargs")
+    __slots__ = ("args", "cls", "kwargs")
 
     def __init__(self, cls: type[T], *args: Any, **kwargs: Any) -> None:
         self.cls = cls

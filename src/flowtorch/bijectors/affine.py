@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.lazy import Plan
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
 __all__ = ["Affine", "AffineAutoregressive", "AffineFixed"]
@@ -46,22 +47,29 @@ class Affine(Bijector):
         self.log_scale_min_clip = log_scale_min_clip
         self.log_scale_max_clip = log_scale_max_clip
         self.sigmoid_bias = sigmoid_bias  # accepted for flowtorch 0.8 compatibility; unused
-        super().__init__(self._default_params() if params_fn is None else params_fn, shape=shape, context_shape=context_shape)
+        super().__init__(
+            self._default_params() if params_fn is None else params_fn,
+            shape=shape,
+            context_shape=context_shape,
+        )
 
     def _default_params(self) -> Any:
-        return Tensor()
+        return Plan(Tensor)
 
     def param_shapes(self) -> tuple[torch.Size, ...]:
         return (self.shape, self.shape)
 
     def _log_scale(self, params: Params) -> torch.Tensor:
-        return params[1].clamp(self.log_scale_min_clip, self.log_scale_max_clip)
+        log_scale: torch.Tensor = params[1].clamp(self.log_scale_min_clip, self.log_scale_max_clip)
+        return log_scale
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return params[0] + self._log_scale(params).exp() * x
+        y: torch.Tensor = params[0] + self._log_scale(params).exp() * x
+        return y
 
     def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return (y - params[0]) * torch.exp(-self._log_scale(params))
+        x: torch.Tensor = (y - params[0]) * torch.exp(-self._log_scale(params))
+        return x
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         return self._log_scale(params)
@@ -123,7 +131,7 @@ class AffineAutoregressive(Affine):
         )
 
     def _default_params(self) -> Any:
-        return DenseAutoregressive()
+        return Plan(DenseAutoregressive)
 
 
 class AffineFixed(Bijector):

@@ -39,7 +39,7 @@ Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
 
 def build(plan: Any, **kwargs: Any) -> Any:
     """Builds ``plan`` (a :class:`~flowtorch.lazy.Plan` or a class) or returns a built object."""
-    if isinstance(plan, Plan) or isinstance(plan, type):
+    if isinstance(plan, (Plan, type)):
         return plan(**kwargs)
     return plan
 
@@ -97,9 +97,9 @@ class Bijector(LazyModule):
                 context_shape=None if context_shape is None else torch.Size(context_shape),
             )
             context_shape = getattr(self.params_fn, "context_shape", context_shape)
-        takes_context = self.params_fn is not None or self._passes_context()
-        self.context_shape = (
-            torch.Size(context_shape) if context_shape is not None and takes_context else None
+        # A bijector without a conditioner takes no context (wrappers set their own).
+        self.context_shape: torch.Size | None = (
+            torch.Size(context_shape) if context_shape is not None and self.params_fn is not None else None
         )
         self._state_cache: tuple[int, tuple[torch.Tensor, ...]] | None = None
 
@@ -133,10 +133,6 @@ class Bijector(LazyModule):
         if self.params_fn is None:
             return None
         return self.params_fn(input, context)
-
-    def _passes_context(self) -> bool:
-        """Whether this bijector hands a context to bijectors inside it (``Compose``)."""
-        return False
 
     def forward_shape(self, shape: torch.Size) -> torch.Size:
         """The shape of ``forward``'s output for an input of ``shape``."""
@@ -175,7 +171,9 @@ class Bijector(LazyModule):
 
     def _check(self, value: torch.Tensor, context: torch.Tensor | None, name: str) -> None:
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{type(self).__name__}: {name} must be a torch.Tensor, got {type(value).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: {name} must be a torch.Tensor, got {type(value).__name__}"
+            )
         n = len(self.shape)
         if value.shape[value.dim() - n :] != self.shape or value.dim() < n:
             raise ValueError(

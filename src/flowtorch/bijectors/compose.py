@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import torch
 from torch.distributions import constraints
@@ -63,26 +63,25 @@ class Compose(Bijector):
             current = layer.forward_shape(current)
         if not layers:
             raise ValueError("Compose needs at least one bijector")
-        self._layers_tmp = layers
-        cs = next((b.context_shape for b in layers if b.context_shape is not None), context_shape)
-        super().__init__(None, shape=shape, context_shape=cs)
+        super().__init__(None, shape=shape)
         self.bijectors = torch.nn.ModuleList(layers)
-        del self._layers_tmp
+        self.context_shape = next((b.context_shape for b in layers if b.context_shape is not None), None)
         self.domain = layers[0].domain
         self.codomain = layers[-1].codomain
 
-    def _passes_context(self) -> bool:
-        return any(b.context_shape is not None for b in self._layers_tmp)
-
     def forward_shape(self, shape: torch.Size) -> torch.Size:
-        for b in self.bijectors:
+        for b in self.layers():
             shape = b.forward_shape(shape)
         return shape
 
     def inverse_shape(self, shape: torch.Size) -> torch.Size:
-        for b in reversed(self.bijectors):
+        for b in reversed(list(self.layers())):
             shape = b.inverse_shape(shape)
         return shape
+
+    def layers(self) -> Iterator[Bijector]:
+        """The layers, in the order ``forward`` applies them."""
+        return cast(Iterator[Bijector], iter(self.bijectors))
 
     def _ctx(self, b: Bijector, context: torch.Tensor | None) -> torch.Tensor | None:
         return context if b.context_shape is not None else None
@@ -92,18 +91,19 @@ class Compose(Bijector):
             raise ValueError("Compose: no layer takes a context, but a context was given")
         if context is None and self.context_shape is not None:
             raise ValueError(
-                f"Compose is conditional (context_shape={tuple(self.context_shape)}), but no context was given"
+                f"Compose is conditional (context_shape={tuple(self.context_shape)}), "
+                "but no context was given"
             )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         self._check_context(context)
-        for b in self.bijectors:
+        for b in self.layers():
             x = b.forward(x, self._ctx(b, context))
         return x
 
     def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         self._check_context(context)
-        for b in reversed(self.bijectors):
+        for b in reversed(list(self.layers())):
             y = b.inverse(y, self._ctx(b, context))
         return y
 
@@ -112,7 +112,7 @@ class Compose(Bijector):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_context(context)
         total: torch.Tensor | None = None
-        for b in self.bijectors:
+        for b in self.layers():
             x, ladj = b.forward_and_ladj(x, self._ctx(b, context))
             total = ladj if total is None else total + ladj
         assert total is not None
@@ -123,7 +123,7 @@ class Compose(Bijector):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_context(context)
         total: torch.Tensor | None = None
-        for b in reversed(self.bijectors):
+        for b in reversed(list(self.layers())):
             y, ladj = b.inverse_and_ladj(y, self._ctx(b, context))
             total = ladj if total is None else total + ladj
         assert total is not None
@@ -170,15 +170,11 @@ class Invert(Bijector):
         inner = build(bijector, shape=shape, context_shape=context_shape)
         if not isinstance(inner, Bijector):
             raise TypeError(f"Invert takes a bijector or its plan, got {type(inner).__name__}")
-        self._inner_tmp = inner
-        super().__init__(None, shape=shape, context_shape=inner.context_shape)
-        del self._inner_tmp
+        super().__init__(None, shape=shape)
         self.bijector = inner
+        self.context_shape = inner.context_shape
         self.domain: constraints.Constraint = inner.codomain
         self.codomain: constraints.Constraint = inner.domain
-
-    def _passes_context(self) -> bool:
-        return self._inner_tmp.context_shape is not None
 
     def forward_shape(self, shape: torch.Size) -> torch.Size:
         return self.bijector.inverse_shape(shape)

@@ -179,7 +179,10 @@ class LeakyReLU(Bijector):
 
 
 class Power(Bijector):
-    r""":math:`y = x^p` on the positive reals (:math:`p \ne 0`); :math:`\log|dy/dx| = \log|p| + (p-1)\log x`."""
+    r""":math:`y = x^p` on the positive reals (:math:`p \ne 0`).
+
+    :math:`\log|dy/dx| = \log|p| + (p-1)\log x`.
+    """
 
     domain = constraints.positive
     codomain = constraints.positive

@@ -45,13 +45,53 @@ class CacheMissWarning(UserWarning):
     """Inside a ``BijectiveMode``, log|det J| had to be recomputed from values alone."""
 
 
+class TensorSet:
+    """A set of tensors by identity, holding them weakly.
+
+    ``weakref.WeakSet`` compares members with ``==``, which tensors answer elementwise; this set
+    keys on ``id`` and drops a member when it is freed.
+    """
+
+    __slots__ = ("__weakref__", "_refs")
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+
+    def add(self, t: torch.Tensor) -> None:
+        key = id(t)
+        owner = weakref.ref(self)
+
+        def gone(ref: weakref.ref[torch.Tensor]) -> None:
+            s = owner()
+            if s is not None and s._refs.get(key) is ref:
+                del s._refs[key]
+
+        self._refs[key] = weakref.ref(t, gone)
+
+    def __contains__(self, t: object) -> bool:
+        ref = self._refs.get(id(t))
+        return ref is not None and ref() is t
+
+    def __bool__(self) -> bool:
+        return bool(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def alive(self) -> list[torch.Tensor]:
+        return [t for t in (r() for r in list(self._refs.values())) if t is not None]
+
+    def clear(self) -> None:
+        self._refs.clear()
+
+
 class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.scopes: list[_Scope] = []
         # Bumped on writes that tensor version counters do not see.
         self.epoch = 0
         # ``.data`` aliases handed out inside a mode (their writes bypass the original's version).
-        self.aliases: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+        self.aliases = TensorSet()
         # Storage addresses handed to code the mode cannot watch (numpy arrays, storages).
         self.opaque: set[int] = set()
 
@@ -107,11 +147,11 @@ STRUCTURE = _Structure()
 class _Scope:
     """One activation of a mode on one thread."""
 
-    __slots__ = ("requires_ladj", "tagged", "warned", "__weakref__")
+    __slots__ = ("__weakref__", "requires_ladj", "tagged", "warned")
 
     def __init__(self, requires_ladj: bool) -> None:
         self.requires_ladj = requires_ladj
-        self.tagged: weakref.WeakSet[torch.Tensor] = weakref.WeakSet()
+        self.tagged = TensorSet()
         self.warned = False
 
 
@@ -124,18 +164,18 @@ class Entry:
     """
 
     __slots__ = (
-        "scope",
         "bijector",
-        "forward",
-        "key",
         "context",
+        "epoch",
+        "forward",
+        "grad",
+        "key",
         "ladj",
         "params",
-        "grad",
-        "epoch",
-        "versions",
-        "state_version",
         "previous",
+        "scope",
+        "state_version",
+        "versions",
     )
 
     def __init__(
@@ -163,9 +203,7 @@ class Entry:
         self.previous: Entry | None = None
 
 
-def _versions(
-    key: torch.Tensor, out: torch.Tensor, context: torch.Tensor | None
-) -> tuple[int, int, int]:
+def _versions(key: torch.Tensor, out: torch.Tensor, context: torch.Tensor | None) -> tuple[int, int, int]:
     return (key._version, out._version, -1 if context is None else context._version)
 
 
@@ -178,9 +216,7 @@ def current_scope() -> _Scope | None:
     return scopes[-1] if scopes else None
 
 
-def lookup(
-    out: torch.Tensor, bijector: Any, forward: bool, context: torch.Tensor | None
-) -> Entry | None:
+def lookup(out: torch.Tensor, bijector: Any, forward: bool, context: torch.Tensor | None) -> Entry | None:
     """The fresh entry that ``bijector`` recorded on ``out`` in direction ``forward``, or None."""
     entry: Entry | None = getattr(out, ATTR, None)
     while entry is not None:
@@ -274,7 +310,7 @@ def _classify(func: Any) -> int:
     return _PLAIN
 
 
-def _written(target: Any, aliases: weakref.WeakSet[torch.Tensor]) -> bool:
+def _written(target: Any, aliases: TensorSet) -> bool:
     if isinstance(target, torch.Tensor):
         return target in aliases or (target._base is not None and target._base in aliases)
     if isinstance(target, (list, tuple)):
@@ -350,11 +386,11 @@ class BijectiveMode(TorchFunctionMode):
         scope = self._scopes.pop()
         state = STATE
         state.scopes.remove(scope)
-        for t in list(scope.tagged):
+        for t in scope.tagged.alive():
             _unlink(t, scope)
         scope.tagged.clear()
         if not state.scopes:
-            state.aliases = weakref.WeakSet()
+            state.aliases.clear()
             state.opaque.clear()
             STRUCTURE.release()
 

@@ -45,7 +45,9 @@ class Permute(Bijector):
         n = self.shape[-1]
         perm = torch.randperm(n) if permutation is None else torch.as_tensor(permutation, dtype=torch.long)
         if perm.dim() != 1 or perm.numel() != n or not torch.equal(perm.sort().values, torch.arange(n)):
-            raise ValueError(f"Permute: {perm.tolist()} is not a permutation of 0..{n - 1} (last event dim is {n})")
+            raise ValueError(
+                f"Permute: {perm.tolist()} is not a permutation of 0..{n - 1} (last event dim is {n})"
+            )
         self.register_buffer("permutation", perm)
         self.register_buffer("inv_permutation", torch.argsort(perm))
 

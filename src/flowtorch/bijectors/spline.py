@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.lazy import Plan
 from flowtorch.ops import linear_rational_spline, rational_quadratic_spline
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
@@ -60,24 +61,32 @@ class Spline(Bijector):
         if order not in ("linear", "quadratic"):
             raise ValueError(f"{type(self).__name__}: order must be 'linear' or 'quadratic', got {order!r}")
         if int(count_bins) < 1:
-            raise ValueError(f"{type(self).__name__}: count_bins must be a positive integer, got {count_bins}")
+            raise ValueError(
+                f"{type(self).__name__}: count_bins must be a positive integer, got {count_bins}"
+            )
         if not bound > 0:
             raise ValueError(f"{type(self).__name__}: bound must be positive, got {bound}")
         self.count_bins = int(count_bins)
         self.bound = float(bound)
         self.order = order
-        super().__init__(self._default_params() if params_fn is None else params_fn, shape=shape, context_shape=context_shape)
+        super().__init__(
+            self._default_params() if params_fn is None else params_fn,
+            shape=shape,
+            context_shape=context_shape,
+        )
 
     def _default_params(self) -> Any:
-        return Tensor()
+        return Plan(Tensor)
 
     def param_shapes(self) -> tuple[torch.Size, ...]:
         k = self.count_bins
         s = self.shape
-        shapes = (s + (k,), s + (k,), s + (k - 1,))
-        return (*shapes, s + (k,)) if self.order == "linear" else shapes
+        shapes = (torch.Size((*s, k)), torch.Size((*s, k)), torch.Size((*s, k - 1)))
+        return (*shapes, torch.Size((*s, k))) if self.order == "linear" else shapes
 
-    def _spline(self, value: torch.Tensor, params: Params, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _spline(
+        self, value: torch.Tensor, params: Params, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.order == "linear":
             return linear_rational_spline(value, *params, bound=self.bound, inverse=inverse)
         return rational_quadratic_spline(value, *params, bound=self.bound, inverse=inverse)
@@ -99,7 +108,9 @@ class Spline(Bijector):
         return x, -ladj_inverse
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, count_bins={self.count_bins}, bound={self.bound}, order={self.order!r}"
+        return (
+            f"{super().extra_repr()}, count_bins={self.count_bins}, bound={self.bound}, order={self.order!r}"
+        )
 
 
 class SplineAutoregressive(Spline):
@@ -132,8 +143,13 @@ class SplineAutoregressive(Spline):
         if len(torch.Size(shape)) < 1:
             raise ValueError("SplineAutoregressive needs an event of at least one dim")
         super().__init__(
-            params_fn, shape=shape, context_shape=context_shape, count_bins=count_bins, bound=bound, order=order
+            params_fn,
+            shape=shape,
+            context_shape=context_shape,
+            count_bins=count_bins,
+            bound=bound,
+            order=order,
         )
 
     def _default_params(self) -> Any:
-        return DenseAutoregressive()
+        return Plan(DenseAutoregressive)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar, Union
 
 import torch
 from torch import nn
@@ -13,9 +13,13 @@ from flowtorch.bijectors.base import Bijector, build
 
 __all__ = ["Flow"]
 
+_Size = Union[torch.Size, list[int], tuple[int, ...]]
+
 
 class Flow(nn.Module, Distribution):
-    r"""The distribution of :math:`y = f(z)`, :math:`z \sim p_0`: :math:`\log p(y) = \log p_0(f^{-1}(y)) - \log|\det J_f(f^{-1}(y))|`.
+    r"""The distribution of :math:`y = f(z)`, :math:`z \sim p_0`.
+
+    .. math:: \log p(y) = \log p_0(f^{-1}(y)) - \log|\det J_f(f^{-1}(y))|
 
     A ``torch.distributions.Distribution`` and an ``nn.Module`` (its bijector's parameters are
     the flow's parameters). The bijector may be a plan: it is built for the base's event shape.
@@ -35,14 +39,15 @@ class Flow(nn.Module, Distribution):
         >>> import torch
         >>> import flowtorch.bijectors as bij
         >>> import flowtorch.distributions as dist
-        >>> base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
+        >>> normal = torch.distributions.Normal(torch.zeros(2), torch.ones(2))
+        >>> base = torch.distributions.Independent(normal, 1)
         >>> flow = dist.Flow(base, bij.AffineAutoregressive())
         >>> y, log_p = flow.rsample_and_log_prob((5,))
         >>> y.shape, log_p.shape
         (torch.Size([5, 2]), torch.Size([5]))
     """
 
-    arg_constraints: dict[str, constraints.Constraint] = {}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
     has_rsample = True
 
     def __init__(
@@ -59,7 +64,9 @@ class Flow(nn.Module, Distribution):
         event_shape = base_dist.event_shape
         built = build(bijector, shape=event_shape, context_shape=context_shape)
         if not isinstance(built, Bijector):
-            raise TypeError(f"Flow: bijector must be a flowtorch bijector or plan, got {type(built).__name__}")
+            raise TypeError(
+                f"Flow: bijector must be a flowtorch bijector or plan, got {type(built).__name__}"
+            )
         if built.shape != event_shape:
             raise ValueError(
                 f"Flow: the bijector acts on shape {tuple(built.shape)}, but the base distribution's "
@@ -112,7 +119,7 @@ class Flow(nn.Module, Distribution):
             )
         return context
 
-    def _base_sample_shape(self, sample_shape: torch.Size | tuple[int, ...], context: torch.Tensor | None) -> torch.Size:
+    def _base_sample_shape(self, sample_shape: _Size, context: torch.Tensor | None) -> torch.Size:
         shape = torch.Size(sample_shape)
         if context is not None:
             cs = self.context_shape
@@ -123,23 +130,19 @@ class Flow(nn.Module, Distribution):
             shape = shape + extra
         return shape
 
-    def rsample(
-        self, sample_shape: torch.Size | tuple[int, ...] = torch.Size(), context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def rsample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Reparametrised samples of shape ``sample_shape + batch + event``."""
         context = self._context_for(context)
         z = self.base_dist.rsample(self._base_sample_shape(sample_shape, context))
         return self.bijector.forward(z, context)
 
-    def sample(
-        self, sample_shape: torch.Size | tuple[int, ...] = torch.Size(), context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def sample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Samples without gradients."""
         with torch.no_grad():
             return self.rsample(sample_shape, context)
 
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple[int, ...] = torch.Size(), context: torch.Tensor | None = None
+        self, sample_shape: _Size = (), context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log-density in one forward pass (no inverse)."""
         context = self._context_for(context)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch.distributions import Distribution, Normal, constraints
 
@@ -22,14 +24,17 @@ class NealsFunnel(Distribution):
     """
 
     support = constraints.real_vector
-    arg_constraints: dict[str, constraints.Constraint] = {}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
     has_rsample = True
 
     def __init__(self, validate_args: bool | None = None) -> None:
         super().__init__(torch.Size(), torch.Size([2]), validate_args=validate_args)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
-        eps = torch.randn(torch.Size(sample_shape) + (2,))
+    def rsample(
+        self,
+        sample_shape: torch.Size | list[int] | tuple[int, ...] = (),
+    ) -> torch.Tensor:
+        eps = torch.randn((*sample_shape, 2))
         v = 3.0 * eps[..., 1]
         x = torch.exp(v / 2.0) * eps[..., 0]
         return torch.stack([x, v], dim=-1)
@@ -38,4 +43,5 @@ class NealsFunnel(Distribution):
         if self._validate_args:
             self._validate_sample(value)
         x, v = value[..., 0], value[..., 1]
-        return Normal(0.0, 3.0).log_prob(v) + Normal(torch.zeros_like(v), torch.exp(v / 2.0)).log_prob(x)
+        log_p: torch.Tensor = Normal(0.0, 3.0).log_prob(v) + Normal(0.0, torch.exp(v / 2.0)).log_prob(x)
+        return log_p

@@ -84,18 +84,24 @@ class DenseAutoregressive(Parameters):
         degrees = made_degrees(degrees_in, hidden)
         masks = made_masks(degrees, out_degrees)
         sizes = [d, *hidden]
-        self.hidden = nn.ModuleList(MaskedLinear(i, o, m) for i, o, m in zip(sizes[:-1], sizes[1:], masks[:-1]))
+        self.hidden = nn.ModuleList(
+            MaskedLinear(i, o, m) for i, o, m in zip(sizes[:-1], sizes[1:], masks[:-1])
+        )
         self.output = MaskedLinear(hidden[-1], sum(self._sizes), masks[-1])
         with torch.no_grad():
             self.output.weight.mul_(1e-2)
             self.output.bias.zero_()
         self.skip = (
-            MaskedLinear(d, sum(self._sizes), (out_degrees[:, None] > degrees_in[None, :]).float(), bias=False)
+            MaskedLinear(
+                d, sum(self._sizes), (out_degrees[:, None] > degrees_in[None, :]).float(), bias=False
+            )
             if skip_connections
             else None
         )
         self.context_layer = (
-            nn.Linear(self.context_shape.numel(), hidden[0], bias=False) if self.context_shape is not None else None
+            nn.Linear(self.context_shape.numel(), hidden[0], bias=False)
+            if self.context_shape is not None
+            else None
         )
         self.activation = nonlinearity()
 
@@ -132,7 +138,9 @@ def _permutation(permutation: torch.Tensor | Sequence[int] | str | None, d: int)
             return torch.arange(d)
         if permutation == "reverse":
             return torch.arange(d - 1, -1, -1)
-        raise ValueError(f"DenseAutoregressive: unknown permutation {permutation!r}; use 'identity' or 'reverse'")
+        raise ValueError(
+            f"DenseAutoregressive: unknown permutation {permutation!r}; use 'identity' or 'reverse'"
+        )
     perm = torch.as_tensor(permutation, dtype=torch.long).flatten()
     if perm.numel() != d or not torch.equal(perm.sort().values, torch.arange(d)):
         raise ValueError(

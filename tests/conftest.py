@@ -1,0 +1,126 @@
+"""Shared fixtures: the registry of every bijector, built in each configuration the suite tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch.distributions import transform_to
+
+import flowtorch.bijectors as bij
+from flowtorch.bijectors.base import Bijector
+
+torch.set_num_threads(1)
+
+D = 3
+CONTEXT_SHAPE = torch.Size([2])
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One way to build a bijector for the generic tests."""
+
+    name: str
+    make: Callable[[], Any]  # returns a plan
+    shape: tuple[int, ...] = (D,)
+    context: bool = False
+
+    def build(self, dtype: torch.dtype = torch.float64, seed: int = 0) -> Bijector:
+        torch.manual_seed(seed)
+        b = self.make()(shape=self.shape, context_shape=CONTEXT_SHAPE if self.context else None)
+        b = b.to(dtype)
+        with torch.no_grad():  # move away from the near-identity initialisation
+            for p in b.parameters():
+                fan_in = p.shape[-1] if p.dim() > 1 else 1
+                p.normal_(0.0, 0.5 / fan_in**0.5)
+        return b
+
+
+def _plain(cls: type) -> Callable[[], Any]:
+    return lambda: cls()
+
+
+def _conditional(b: Bijector) -> bool:
+    return b.params_fn is not None
+
+
+def bijector_classes() -> list[type]:
+    """Every concrete bijector class that ``flowtorch.bijectors`` exports."""
+    out = []
+    for name in bij.__all__:
+        obj = getattr(bij, name)
+        if inspect.isclass(obj) and issubclass(obj, Bijector) and obj is not Bijector:
+            out.append(obj)
+    return out
+
+
+# Wrappers that take other bijectors are tested through the cases below.
+WRAPPERS = {bij.Compose, bij.Invert}
+
+
+def _cases() -> list[Case]:
+    cases: list[Case] = []
+    for cls in bijector_classes():
+        if cls in WRAPPERS:
+            continue
+        cases.append(Case(cls.__name__, _plain(cls)))
+        probe = cls()(shape=torch.Size([D]), context_shape=CONTEXT_SHAPE)
+        if _conditional(probe):
+            cases.append(Case(f"{cls.__name__}[context]", _plain(cls), context=True))
+        if cls.__name__ in {"Exp", "Affine", "Spline"}:  # elementwise on a 2-D event
+            cases.append(Case(f"{cls.__name__}[2x2]", _plain(cls), shape=torch.Size([2, 2])))
+    cases += [
+        Case("Invert(AffineAutoregressive)", lambda: bij.Invert(bij.AffineAutoregressive())),
+        Case(
+            "Invert(SplineAutoregressive)[context]",
+            lambda: bij.Invert(bij.SplineAutoregressive()),
+            context=True,
+        ),
+        Case("Invert(Exp)", lambda: bij.Invert(bij.Exp())),
+        Case(
+            "Compose(MAF, Permute, Sigmoid)",
+            lambda: bij.Compose([bij.AffineAutoregressive(), bij.Permute(), bij.Sigmoid()]),
+        ),
+        Case(
+            "Compose(IAF, Spline, MAF)[context]",
+            lambda: bij.Compose(
+                [bij.Invert(bij.AffineAutoregressive()), bij.Spline(), bij.AffineAutoregressive()]
+            ),
+            context=True,
+        ),
+        Case("Spline[linear]", lambda: bij.Spline(order="linear")),
+        Case("SplineAutoregressive[linear]", lambda: bij.SplineAutoregressive(order="linear")),
+        Case("AffineFixed[loc,scale]", lambda: bij.AffineFixed(loc=-1.0, scale=-2.5)),
+        Case("Power[-0.5]", lambda: bij.Power(exponent=-0.5)),
+        Case("LeakyReLU[0.3]", lambda: bij.LeakyReLU(negative_slope=0.3)),
+    ]
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.fixture(params=CASES, ids=[c.name for c in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    return request.param  # type: ignore[no-any-return]
+
+
+def domain_sample(
+    b: Bijector, batch: tuple[int, ...], dtype: torch.dtype, scale: float = 1.0
+) -> torch.Tensor:
+    """Valid inputs for ``b``: standard normal noise pushed into its domain."""
+    z = torch.randn(*batch, *b.shape, dtype=dtype) * scale
+    return transform_to(b.domain)(z)
+
+
+def context_for(case: Case, batch: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
+    return torch.randn(*batch, *CONTEXT_SHAPE, dtype=dtype) if case.context else None
