@@ -19,7 +19,7 @@ def test_bivariate_normal_tutorial() -> None:
     )
 
     opt = torch.optim.Adam(flow.parameters(), lr=5e-3)
-    for idx in range(3001):
+    for _ in range(3001):
         opt.zero_grad()
         y = dist_y.sample((128,))
         loss = -flow.log_prob(y).mean()
@@ -46,7 +46,7 @@ def test_neals_funnel_vi_tutorial() -> None:
     flow = dist.Flow(base_dist, bijectors)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
     losses = []
-    for idx in range(300):
+    for _ in range(300):
         opt.zero_grad()
         z = flow.rsample((256,))
         loss = (flow.log_prob(z) - target_dist.log_prob(z)).mean()
