@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import pathlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -49,13 +52,20 @@ def _conditional(b: Bijector) -> bool:
 
 
 def bijector_classes() -> list[type]:
-    """Every concrete bijector class that ``flowtorch.bijectors`` exports."""
-    out = []
-    for name in bij.__all__:
-        obj = getattr(bij, name)
-        if inspect.isclass(obj) and issubclass(obj, Bijector) and obj is not Bijector:
-            out.append(obj)
-    return out
+    """Every bijector class defined in a module of ``flowtorch.bijectors``, exported or not."""
+    out: dict[str, type] = {}
+    for info in pkgutil.iter_modules(bij.__path__):
+        module = importlib.import_module(f"flowtorch.bijectors.{info.name}")
+        for obj in vars(module).values():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, Bijector)
+                and obj is not Bijector
+                and obj.__module__ == module.__name__
+                and not obj.__name__.startswith("_")
+            ):
+                out[obj.__name__] = obj
+    return list(out.values())
 
 
 # Wrappers that take other bijectors are tested through the cases below.
@@ -63,9 +73,17 @@ WRAPPERS = {bij.Compose, bij.Invert}
 
 
 def _cases() -> list[Case]:
+    extra: list[Case] = []
+    custom: set[str] = set()
+    # Families whose bijectors need arguments or special inputs add ``tests/bijectors/cases_*.py``
+    # modules defining ``CASES`` (and ``CUSTOM``: class names not built with default arguments).
+    for path in sorted((pathlib.Path(__file__).parent / "bijectors").glob("cases_*.py")):
+        module = importlib.import_module(f"tests.bijectors.{path.stem}")
+        extra += module.CASES
+        custom |= set(getattr(module, "CUSTOM", ()))
     cases: list[Case] = []
     for cls in bijector_classes():
-        if cls in WRAPPERS:
+        if cls in WRAPPERS or cls.__name__ in custom:
             continue
         cases.append(Case(cls.__name__, _plain(cls)))
         probe = cls()(shape=torch.Size([D]), context_shape=CONTEXT_SHAPE)
@@ -98,7 +116,7 @@ def _cases() -> list[Case]:
         Case("Power[-0.5]", lambda: bij.Power(exponent=-0.5)),
         Case("LeakyReLU[0.3]", lambda: bij.LeakyReLU(negative_slope=0.3)),
     ]
-    return cases
+    return cases + extra
 
 
 CASES = _cases()

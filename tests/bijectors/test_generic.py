@@ -14,6 +14,7 @@ import torch
 from tests.conftest import CASES, WRAPPERS, Case, bijector_classes, context_for, domain_sample
 
 import flowtorch
+import flowtorch.bijectors as bij
 from flowtorch.bijectors.base import Bijector
 
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-9, rtol=1e-9)}
@@ -22,6 +23,7 @@ TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-9,
 def test_registry_is_complete() -> None:
     covered = {c.name.split("[")[0] for c in CASES}
     for cls in bijector_classes():
+        assert cls.__name__ in bij.__all__, f"{cls.__name__} is not exported by flowtorch.bijectors"
         if cls not in WRAPPERS:
             assert cls.__name__ in covered, f"{cls.__name__} is not covered by the generic tests"
 
@@ -31,7 +33,7 @@ def test_round_trip(case: Case, dtype: torch.dtype) -> None:
     x = domain_sample(b, (5,), dtype)
     c = context_for(case, (5,), dtype)
     y = b.forward(x, c)
-    assert y.dtype == dtype and y.shape == x.shape
+    assert y.dtype == dtype and y.shape == (5, *b.forward_shape(b.shape))
     tol = TOL[dtype]
     if case.name.startswith("Compose") and dtype == torch.float32:
         # float32 rounding is amplified by each layer's inverse Lipschitz constant
@@ -47,7 +49,7 @@ def _jacobian_ladj(b: Bijector, x: torch.Tensor, c: torch.Tensor | None) -> torc
     n = x.numel()
 
     def f(flat: torch.Tensor) -> torch.Tensor:
-        return b.forward(flat.reshape(x.shape), c).reshape(n)
+        return b.forward(flat.reshape(x.shape), c).reshape(n)  # bijective: as many outputs as inputs
 
     jac = torch.autograd.functional.jacobian(f, x.reshape(n))
     return torch.linalg.slogdet(jac)[1]
@@ -78,7 +80,7 @@ def test_shapes_sample_batch_and_context_broadcast(case: Case) -> None:
     # the context has only the batch dim; it broadcasts against the sample dim
     c = context_for(case, (3,), dtype)
     y, ladj = b.forward_and_ladj(x, c)
-    assert y.shape == x.shape
+    assert y.shape == (4, 3, *b.forward_shape(b.shape))
     assert ladj.shape == (4, 3)
     assert b.log_abs_det_jacobian(x, y, c).shape == (4, 3)
     x2, ladj2 = b.inverse_and_ladj(y, c)
@@ -87,7 +89,7 @@ def test_shapes_sample_batch_and_context_broadcast(case: Case) -> None:
     x0 = domain_sample(b, (), dtype)
     c0 = context_for(case, (), dtype)
     y0, l0 = b.forward_and_ladj(x0, c0)
-    assert y0.shape == b.shape and l0.shape == ()
+    assert y0.shape == b.forward_shape(b.shape) and l0.shape == ()
     # batch elements are independent: the batched result equals the per-element results
     for i in range(3):
         ci = None if c is None else c[i]

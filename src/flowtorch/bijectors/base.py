@@ -53,6 +53,8 @@ class Bijector(LazyModule):
             learnable parameters.
         shape: the event shape the bijector acts on. Without it, the class returns a plan.
         context_shape: the event shape of the context, for a conditional bijector.
+        out_shape: the event shape of ``forward``'s output, for wrappers that know it before
+            their layers are registered; by default ``forward_shape(shape)``.
 
     Shapes: ``x`` has shape ``sample + batch + shape``; the context, if any, has shape
     ``context_batch + context_shape`` and broadcasts against the sample and batch dims;
@@ -74,20 +76,23 @@ class Bijector(LazyModule):
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
+        out_shape: torch.Size | None = None,
     ) -> None:
         super().__init__()
         self.shape = torch.Size(shape)
         cls = type(self)
-        n = len(self.shape) - cls.domain.event_dim
-        if n < 0:
+        if len(self.shape) < cls.domain.event_dim:
             raise ValueError(
                 f"{cls.__name__} needs an event of at least {cls.domain.event_dim} dims, "
                 f"got shape {tuple(self.shape)}"
             )
-        self._sum_dims = tuple(range(-n, 0))
-        self._reduced_dims = cls.domain.event_dim
-        self.domain = constraints.independent(cls.domain, n)
-        self.codomain = constraints.independent(cls.codomain, len(self.shape) - cls.codomain.event_dim)
+        #: the event shape of ``forward``'s output
+        self.out_shape = torch.Size(self.forward_shape(self.shape) if out_shape is None else out_shape)
+        k = self._raw_event_dim()
+        self._elem_shape = self.shape[: len(self.shape) - k]  # dims the raw log-det still has
+        self._sum_dims = tuple(range(-len(self._elem_shape), 0))
+        self.domain = constraints.independent(cls.domain, len(self.shape) - cls.domain.event_dim)
+        self.codomain = constraints.independent(cls.codomain, len(self.out_shape) - cls.codomain.event_dim)
         self.params_fn: torch.nn.Module | None = None
         if params_fn is not None:
             self.params_fn = build(
@@ -134,6 +139,14 @@ class Bijector(LazyModule):
             return None
         return self.params_fn(input, context)
 
+    def _raw_event_dim(self) -> int:
+        """How many trailing event dims ``_log_abs_det_jacobian`` already sums over.
+
+        Default: the ``event_dim`` of the class's ``domain`` (0 for elementwise maths). A bijector
+        whose raw log-det is one number per batch element returns ``len(self.shape)``.
+        """
+        return type(self).domain.event_dim
+
     def forward_shape(self, shape: torch.Size) -> torch.Size:
         """The shape of ``forward``'s output for an input of ``shape``."""
         return shape
@@ -169,16 +182,18 @@ class Bijector(LazyModule):
         self._state_cache = None
         return super()._apply(fn, *args, **kwargs)
 
-    def _check(self, value: torch.Tensor, context: torch.Tensor | None, name: str) -> None:
+    def _check(self, value: torch.Tensor, context: torch.Tensor | None, forward: bool) -> None:
+        name = "x" if forward else "y"
         if not isinstance(value, torch.Tensor):
             raise TypeError(
                 f"{type(self).__name__}: {name} must be a torch.Tensor, got {type(value).__name__}"
             )
-        n = len(self.shape)
-        if value.shape[value.dim() - n :] != self.shape or value.dim() < n:
+        event = self.shape if forward else self.out_shape
+        n = len(event)
+        if value.shape[value.dim() - n :] != event or value.dim() < n:
             raise ValueError(
                 f"{type(self).__name__}: {name} has shape {tuple(value.shape)}, but its trailing "
-                f"dims must be the event shape {tuple(self.shape)}"
+                f"dims must be the event shape {tuple(event)}"
             )
         if not value.is_floating_point():
             raise TypeError(f"{type(self).__name__}: {name} must be floating point, got {value.dtype}")
@@ -196,9 +211,11 @@ class Bijector(LazyModule):
                 f"dims must be the context shape {tuple(cs)}"
             )
 
-    def _reduce(self, ladj: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Broadcasts a raw log|det J| to ``out``'s elements and sums it to the batch shape."""
-        full = out.shape[: out.dim() - self._reduced_dims]
+    def _reduce(self, ladj: torch.Tensor, out: torch.Tensor, forward: bool) -> torch.Tensor:
+        """Broadcasts a raw log|det J| to the elements of ``out`` (the output of a ``forward`` or
+        inverse call) and sums it to the batch shape."""
+        n = len(self.out_shape if forward else self.shape)
+        full = out.shape[: out.dim() - n] + self._elem_shape
         if ladj.shape != full:
             ladj = ladj.expand(full)
         if self._sum_dims:
@@ -213,7 +230,7 @@ class Bijector(LazyModule):
         params = self._params(x, context)
         if need_ladj:
             y, ladj = self._forward_and_ladj(x, params)
-            return y, self._reduce(ladj, y), params
+            return y, self._reduce(ladj, y, True), params
         return self._forward(x, params), None, params
 
     def _sequential_forward(
@@ -230,7 +247,7 @@ class Bijector(LazyModule):
         params = self._params(y, context)
         if need_ladj:
             y, ladj = self._forward_and_ladj(x, params)
-            return y, self._reduce(ladj, y), params
+            return y, self._reduce(ladj, y, True), params
         return self._forward(x, params), None, params
 
     def _inverse_with_params(
@@ -239,7 +256,7 @@ class Bijector(LazyModule):
         params = self._params(y, context)
         if need_ladj:
             x, ladj = self._inverse_and_ladj(y, params)
-            return x, self._reduce(ladj, x), params
+            return x, self._reduce(ladj, x, False), params
         return self._inverse(y, params), None, params
 
     def _ladj_from_values(
@@ -247,8 +264,11 @@ class Bijector(LazyModule):
     ) -> torch.Tensor:
         if params is None:
             params = self._params(y if self.conditioned_on_output else x, context)
-        out = y if y.dim() >= x.dim() else x
-        return self._reduce(self._log_abs_det_jacobian(x, y, params), out)
+        ladj = self._log_abs_det_jacobian(x, y, params)
+        # the larger batch of the two (a context may broadcast one of them)
+        if y.dim() - len(self.out_shape) >= x.dim() - len(self.shape):
+            return self._reduce(ladj, y, True)
+        return self._reduce(ladj, x, False)
 
     # ------------------------------------------------------------------ public API
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -301,7 +321,7 @@ class Bijector(LazyModule):
                     _mode.CacheMissWarning,
                     stacklevel=2,
                 )
-        self._check(x, context, "x")
+        self._check(x, context, True)
         return self._ladj_from_values(x, y, context)
 
     def _call(
@@ -319,7 +339,7 @@ class Bijector(LazyModule):
                         x, y = (value, entry.key) if forward else (entry.key, value)
                         ladj = self._ladj_from_values(x, y, context, entry.params)
                 return entry.key, ladj
-        self._check(value, context, "x" if forward else "y")
+        self._check(value, context, forward)
         record_ladj = scope is not None and scope.requires_ladj
         compute = need_ladj or record_ladj
         if forward:

@@ -63,7 +63,7 @@ class Compose(Bijector):
             current = layer.forward_shape(current)
         if not layers:
             raise ValueError("Compose needs at least one bijector")
-        super().__init__(None, shape=shape)
+        super().__init__(None, shape=shape, out_shape=current)
         self.bijectors = torch.nn.ModuleList(layers)
         self.context_shape = next((b.context_shape for b in layers if b.context_shape is not None), None)
         self.domain = layers[0].domain
@@ -170,7 +170,7 @@ class Invert(Bijector):
         inner = build(bijector, shape=shape, context_shape=context_shape)
         if not isinstance(inner, Bijector):
             raise TypeError(f"Invert takes a bijector or its plan, got {type(inner).__name__}")
-        super().__init__(None, shape=shape)
+        super().__init__(None, shape=shape, out_shape=inner.shape)
         self.bijector = inner
         self.context_shape = inner.context_shape
         self.domain: constraints.Constraint = inner.codomain
