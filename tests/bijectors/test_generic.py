@@ -103,7 +103,9 @@ def test_gradients_reach_every_parameter(case: Case) -> None:
     if c is not None:
         c.requires_grad_()
     y, ladj = b.forward_and_ladj(x, c)
-    (y.square().sum() + ladj.sum()).backward()
+    # a random linear term too: some maps leave y.square().sum() unchanged (orthogonal ones)
+    weights = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1))
+    (y.square().sum() + (weights * y).sum() + ladj.sum()).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     for name, p in b.named_parameters():
         assert p.grad is not None, f"no gradient reaches {name}"

@@ -5,13 +5,33 @@ Importing this package defines classes only; no bijector is built at import time
 
 from flowtorch.bijectors.affine import Affine, AffineAutoregressive, AffineFixed
 from flowtorch.bijectors.base import Bijector
+from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
+from flowtorch.bijectors.combine import Cat, FactorOut, Stack
 from flowtorch.bijectors.compose import Compose, Invert
+from flowtorch.bijectors.conv import Invertible1x1Conv
 from flowtorch.bijectors.elementwise import ELU, Exp, LeakyReLU, Power, Sigmoid, Softplus, Tanh
+from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.bijectors.mode import BijectiveMode, CacheMissWarning
+from flowtorch.bijectors.normalization import ActNorm, BatchNorm
 from flowtorch.bijectors.permute import Permute
+from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
+from flowtorch.bijectors.reverse import Reverse
 from flowtorch.bijectors.spline import Spline, SplineAutoregressive
 
 __all__ = [
+    "ActNorm",
+    "BatchNorm",
+    "Cat",
+    "ChannelAffineCoupling",
+    "FactorOut",
+    "Householder",
+    "Invertible1x1Conv",
+    "LULinear",
+    "Reshape",
+    "Reverse",
+    "Squeeze",
+    "Stack",
+    "Unsqueeze",
     "ELU",
     "Affine",
     "AffineAutoregressive",

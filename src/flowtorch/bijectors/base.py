@@ -98,7 +98,7 @@ class Bijector(LazyModule):
             self.params_fn = build(
                 params_fn,
                 param_shapes=self.param_shapes(),
-                input_shape=self.shape,
+                input_shape=self._conditioner_input_shape(),
                 context_shape=None if context_shape is None else torch.Size(context_shape),
             )
             context_shape = getattr(self.params_fn, "context_shape", context_shape)
@@ -139,6 +139,10 @@ class Bijector(LazyModule):
             return None
         return self.params_fn(input, context)
 
+    def _conditioner_input_shape(self) -> torch.Size:
+        """The event shape of what the conditioner reads (default: the bijector's event)."""
+        return self.shape
+
     def _raw_event_dim(self) -> int:
         """How many trailing event dims ``_log_abs_det_jacobian`` already sums over.
 
@@ -177,6 +181,15 @@ class Bijector(LazyModule):
 
     def _state_version(self) -> int:
         return sum(t._version for t in self._state_tensors())
+
+    def _cacheable(self) -> bool:
+        """Whether calls can be cached now.
+
+        Override for maps that are not, at the moment, fixed functions of their input, context
+        and parameters (batch statistics in training mode, a data-dependent initialisation still
+        to happen). Wrappers that record their own entries ask their parts.
+        """
+        return True
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         self._state_cache = None
@@ -294,6 +307,11 @@ class Bijector(LazyModule):
         x, ladj = self._call(y, context, False, True)
         assert ladj is not None
         return x, ladj
+
+    def _recorded(self, value: torch.Tensor, forward: bool, context: torch.Tensor | None = None) -> bool:
+        """Whether a fresh cache entry says ``value`` is the output of this bijector's ``forward``
+        (``forward=True``) or ``inverse`` call with ``context``. Always False outside a mode."""
+        return _mode.current_scope() is not None and _mode.lookup(value, self, forward, context) is not None
 
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None

@@ -132,7 +132,17 @@ class Compose(Bijector):
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Sum of the layers' log-dets, walking back from ``y`` (cache hits inside the mode)."""
+        """Sum of the layers' log-dets.
+
+        Walks back from ``y``; inside ``BijectiveMode``, walks forward from ``x`` instead when it
+        was ``inverse`` that recorded the pair, so that every layer is a cache hit.
+        """
+        layers = list(self.layers())
+        first, last = layers[0], layers[-1]
+        if not last._recorded(y, True, self._ctx(last, context)) and first._recorded(
+            x, False, self._ctx(first, context)
+        ):
+            return self.forward_and_ladj(x, context)[1]
         return self.inverse_and_ladj(y, context)[1]
 
     def extra_repr(self) -> str:
@@ -155,7 +165,7 @@ class Invert(Bijector):
 
     def __new__(cls, bijector: Any = None, **kwargs: Any) -> Any:
         if kwargs.get("shape") is None and isinstance(bijector, Bijector):
-            kwargs["shape"] = bijector.forward_shape(bijector.shape)
+            kwargs["shape"] = bijector.out_shape
         return super().__new__(cls, bijector, **kwargs)
 
     def __init__(
@@ -166,10 +176,19 @@ class Invert(Bijector):
         context_shape: torch.Size | tuple[int, ...] | None = None,
     ) -> None:
         if shape is None:  # built: ``Invert(b)``
-            shape = bijector.forward_shape(bijector.shape)
+            shape = bijector.out_shape
+        shape = torch.Size(shape)
         inner = build(bijector, shape=shape, context_shape=context_shape)
         if not isinstance(inner, Bijector):
             raise TypeError(f"Invert takes a bijector or its plan, got {type(inner).__name__}")
+        if inner.out_shape != shape and bijector is not inner:
+            # a shape-changing plan: build it for the shape whose forward output is ``shape``
+            inner = build(bijector, shape=inner.inverse_shape(shape), context_shape=context_shape)
+        if inner.out_shape != shape:
+            raise ValueError(
+                f"Invert: the inner bijector maps {tuple(inner.shape)} to {tuple(inner.out_shape)}, "
+                f"so its inverse cannot act on shape {tuple(shape)}"
+            )
         super().__init__(None, shape=shape, out_shape=inner.shape)
         self.bijector = inner
         self.context_shape = inner.context_shape

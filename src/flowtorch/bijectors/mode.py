@@ -12,7 +12,7 @@ needed to compute it later. The entry lives in the returned tensor's ``__dict__`
 
 A hit is served only if nothing it depends on changed since it was recorded: the version
 counters of the input, the output, the context and the bijector's parameters and buffers, the
-grad mode, and a per-thread *epoch* that the mode bumps when it sees a write that version
+grad mode, the module's training flag, and a per-thread *epoch* that the mode bumps when it sees a write that version
 counters miss (``p.data = ...``, in-place writes through a ``.data`` alias taken inside the mode,
 ``Tensor.set_``, fused optimizer kernels). Storage handed to code the mode cannot watch
 (``.numpy()``, ``untyped_storage()``, ``__array__``, ``__dlpack__``) marks that storage opaque:
@@ -175,6 +175,7 @@ class Entry:
         "previous",
         "scope",
         "state_version",
+        "training",
         "versions",
     )
 
@@ -200,6 +201,7 @@ class Entry:
         self.epoch = STATE.epoch
         self.versions = _versions(key, out, context)
         self.state_version = bijector._state_version()
+        self.training = bijector.training
         self.previous: Entry | None = None
 
 
@@ -235,6 +237,8 @@ def _fresh(entry: Entry, out: torch.Tensor) -> bool:
     if entry.versions != _versions(entry.key, out, entry.context):
         return False
     bijector = entry.bijector
+    if entry.training is not bijector.training or not bijector._cacheable():
+        return False
     if entry.state_version != bijector._state_version():
         return False
     if state.opaque:
@@ -257,7 +261,13 @@ def record(
     params: Any,
 ) -> None:
     """Records an entry on ``out``. Entries are never recorded under inference mode."""
-    if out is key or torch.is_inference_mode_enabled() or out.is_inference() or key.is_inference():
+    if (
+        out is key
+        or torch.is_inference_mode_enabled()
+        or out.is_inference()
+        or key.is_inference()
+        or not bijector._cacheable()
+    ):
         return
     entry = Entry(scope, bijector, forward, key, out, context, ladj, params)
     entry.previous = getattr(out, ATTR, None)

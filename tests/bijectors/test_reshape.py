@@ -1,0 +1,303 @@
+"""Reshape, Squeeze, Unsqueeze, Reverse, Cat, Stack and FactorOut: shapes, numbers, caching."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.distributions import transforms as T
+
+import flowtorch
+import flowtorch.bijectors as bij
+import flowtorch.distributions as dist
+import flowtorch.parameters as params
+from flowtorch.bijectors.combine import Cat, FactorOut, Stack
+from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
+from flowtorch.bijectors.reverse import Reverse
+from flowtorch.lazy import Plan
+
+S = torch.Size
+
+
+def _made() -> Plan[params.DenseAutoregressive]:
+    return params.DenseAutoregressive(hidden_dims=(8,))  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------- shape errors
+@pytest.mark.parametrize(
+    ("make", "shape", "match"),
+    [
+        (lambda: Reshape((4,)), (3,), "has 4 elements, but the event shape"),
+        (lambda: Reshape((-1, -1)), (4,), "at most one -1"),
+        (lambda: Reshape((5, -1)), (4,), "cannot infer the -1"),
+        (lambda: Squeeze(), (1, 3, 4), "divisible by factor=2"),
+        (lambda: Squeeze(), (1, 4, 6, 3), "divisible by factor=2"),
+        (lambda: Squeeze(), (4, 4), "at least 3 dims"),
+        (lambda: Squeeze(0), (1, 4, 4), "positive integer"),
+        (lambda: Unsqueeze(), (2, 2, 2), "divisible by factor\\*\\*2=4"),
+        (lambda: Reverse(2), (3,), "out of range"),
+        (lambda: Cat([bij.Exp(), bij.Exp()], lengths=[1, 1]), (3,), "sum to 3"),
+        (lambda: Cat([bij.Exp(), bij.Exp()], lengths=[3]), (3,), "2 bijectors but 1 lengths"),
+        (lambda: Cat([bij.Exp()], dim=1, lengths=[3]), (3,), "out of range"),
+        (lambda: Cat([None, None], lengths=[1, 2]), (3,), "at least one bijector"),
+        (lambda: Cat([Reshape((3,)), None], lengths=[1, 1]), (2, 3), "keep the number of event dims"),
+        (lambda: Cat([Reshape((3, 1)), None], lengths=[1, 1]), (2, 3), "cannot be concatenated"),
+        (lambda: Stack([bij.Exp(), bij.Exp()]), (3,), "2 bijectors for event dim 0 of size 3"),
+        (lambda: Stack([Reshape((1, 3)), None], dim=0), (2, 3, 1), "cannot be stacked"),
+        (lambda: FactorOut(bij.Exp(), keep=3), (3,), "keep must be an integer in \\[1, 2\\]"),
+        (lambda: FactorOut(bij.Exp()), (1, 4, 4), "keep must be an integer in \\[1, 0\\]"),
+        (lambda: FactorOut(bij.Exp(shape=S([2])), keep=1), (3,), "acts on shape \\(2,\\), but its slice"),
+    ],
+)
+def test_bad_hyperparameters_are_named(make, shape, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=match):
+        make()(shape=S(shape))
+
+
+def test_bad_inputs_are_named() -> None:
+    r = Reshape((3, 1))(shape=S([3]))
+    with pytest.raises(ValueError, match="trailing dims must be the event shape \\(3,\\)"):
+        r.forward(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="trailing dims must be the event shape \\(3, 1\\)"):
+        r.inverse(torch.zeros(2, 3))
+    c = Cat([bij.Affine(), bij.Exp()], lengths=[2, 1])(shape=S([3]), context_shape=S([2]))
+    with pytest.raises(ValueError, match="is conditional"):
+        c.forward(torch.zeros(3))
+    with pytest.raises(ValueError, match="context has shape"):
+        c.forward(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="takes no context"):
+        Cat([bij.Exp(), bij.Exp(), bij.Exp()])(shape=S([3])).forward(torch.zeros(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="does not end with the event shape"):
+        r.forward_shape(S([4]))
+
+
+def test_forward_and_inverse_shapes_with_batch_dims() -> None:
+    r = Reshape((2, 2))(shape=S([4]))
+    assert r.forward_shape(S([5, 4])) == (5, 2, 2) and r.inverse_shape(S([5, 2, 2])) == (5, 4)
+    s = Squeeze()(shape=S([3, 4, 6]))
+    assert s.out_shape == (12, 2, 3)
+    assert s.forward_shape(S([7, 1, 8, 2])) == (7, 4, 4, 1)
+    assert s.inverse_shape(S([12, 2, 3])) == (3, 4, 6)
+    u = Unsqueeze()(shape=S([12, 2, 3]))
+    assert u.out_shape == (3, 4, 6) and u.inverse_shape(S([3, 4, 6])) == (12, 2, 3)
+    c = Cat([Squeeze(), Squeeze()], dim=0, lengths=[1, 2])(shape=S([3, 4, 4]))
+    assert c.out_shape == (12, 2, 2) and c.out_lengths == (4, 8)
+    assert c.forward_shape(S([5, 3, 4, 4])) == (5, 12, 2, 2)
+    assert c.inverse(c.forward(torch.randn(5, 3, 4, 4))).shape == (5, 3, 4, 4)
+    st = Stack([Reshape((1, 3)), Reshape((1, 3))], dim=-1)(shape=S([3, 1, 2]))
+    assert st.out_shape == (1, 3, 2)
+
+
+# ----------------------------------------------------------------------------- numbers
+def _squeeze_reference(x: torch.Tensor, f: int) -> torch.Tensor:
+    *batch, c, h, w = x.shape
+    x = x.reshape(*batch, c, h // f, f, w // f, f)
+    n = len(batch)
+    x = x.permute(*range(n), n, n + 2, n + 4, n + 1, n + 3)  # (c, i, j, h', w')
+    return x.reshape(*batch, c * f * f, h // f, w // f)
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((1, 4, 4), 2), ((3, 6, 4), 2), ((2, 6, 3), 3)])
+def test_squeeze_matches_a_reshape_permute_reference(shape: tuple[int, ...], factor: int) -> None:
+    x = torch.randn(2, 5, *shape)
+    s = Squeeze(factor)(shape=S(shape))
+    y, ladj = s.forward_and_ladj(x)
+    assert torch.equal(y, _squeeze_reference(x, factor))
+    assert torch.equal(ladj, torch.zeros(2, 5))
+    u = Unsqueeze(factor)(shape=s.out_shape)
+    assert torch.equal(u.forward(y), x) and torch.equal(s.inverse(y), x)
+    assert torch.equal(u.inverse(x), y)
+
+
+def test_squeeze_matches_nflows() -> None:
+    nflows_reshape = pytest.importorskip("nflows.transforms.reshape")
+    x = torch.randn(4, 3, 8, 6)
+    theirs, _ = nflows_reshape.SqueezeTransform(factor=2)(x)
+    ours = Squeeze()(shape=S([3, 8, 6])).forward(x)
+    assert (ours - theirs).abs().max().item() == 0.0
+
+
+def test_reshape_and_reverse_numbers() -> None:
+    x = torch.randn(5, 2, 3)
+    r = Reshape((3, 2))(shape=S([2, 3]))
+    assert torch.equal(r.forward(x), x.reshape(5, 3, 2))
+    assert torch.equal(r.inverse(r.forward(x)), x)
+    assert torch.equal(Reverse()(shape=S([2, 3])).forward(x), x.flip(-1))
+    assert torch.equal(Reverse(0)(shape=S([2, 3])).forward(x), x.flip(-2))
+    assert torch.equal(Reverse(-2)(shape=S([2, 3])).inverse(x), x.flip(-2))
+
+
+def _torch_pair() -> tuple[list[object], list[T.Transform]]:
+    ours = [bij.Exp(), bij.AffineFixed(loc=0.5, scale=-2.0), bij.Tanh(), bij.Sigmoid()]
+    theirs = [T.ExpTransform(), T.AffineTransform(0.5, -2.0), T.TanhTransform(), T.SigmoidTransform()]
+    return ours, theirs
+
+
+def test_cat_matches_torch_cat_transform() -> None:
+    ours, theirs = _torch_pair()
+    lengths = [2, 1, 3, 1]
+    b = Cat(ours, dim=-1, lengths=lengths)(shape=S([4, 7]), context_shape=None)
+    t = T.CatTransform(theirs, dim=-1, lengths=lengths)
+    x = torch.randn(6, 4, 7, dtype=torch.float64)
+    y, ladj = b.forward_and_ladj(x)
+    diffs = {
+        "forward": (y - t(x)).abs().max().item(),
+        "inverse": (b.inverse(y) - t.inv(y)).abs().max().item(),
+        # torch keeps elementwise log-dets; ours are summed over the event
+        "log_det": (ladj - t.log_abs_det_jacobian(x, y).sum((-2, -1))).abs().max().item(),
+    }
+    assert max(diffs.values()) < 1e-12, diffs
+
+
+def test_stack_matches_torch_stack_transform() -> None:
+    ours, theirs = _torch_pair()
+    b = Stack(ours, dim=0)(shape=S([4, 3]))
+    t = T.StackTransform(theirs, dim=-2)  # torch counts tensor dims: event dim 0 of (4, 3)
+    x = torch.randn(6, 4, 3, dtype=torch.float64)
+    y, ladj = b.forward_and_ladj(x)
+    diffs = {
+        "forward": (y - t(x)).abs().max().item(),
+        "inverse": (b.inverse(y) - t.inv(y)).abs().max().item(),
+        "log_det": (ladj - t.log_abs_det_jacobian(x, y).sum((-2, -1))).abs().max().item(),
+    }
+    assert max(diffs.values()) < 1e-12, diffs
+
+
+def test_conditional_parts_get_the_context_and_match_the_parts_alone() -> None:
+    torch.manual_seed(0)
+    maf = bij.AffineAutoregressive(_made())(shape=S([2]), context_shape=S([2]))
+    spline = bij.Spline()(shape=S([3]), context_shape=S([2]))
+    exp = bij.Exp()(shape=S([1]))
+    b = Cat([maf, exp, spline], dim=0)  # built parts: shape and lengths inferred
+    assert b.shape == (6,) and b.lengths == (2, 1, 3) and b.context_shape == (2,)
+    x, c = torch.randn(4, 5, 6), torch.randn(5, 2)  # the context broadcasts over the first dim
+    y, ladj = b.forward_and_ladj(x, c)
+    parts = [maf.forward_and_ladj(x[..., :2], c), exp.forward_and_ladj(x[..., 2:3]),
+             spline.forward_and_ladj(x[..., 3:], c)]  # fmt: skip
+    torch.testing.assert_close(y, torch.cat([p[0] for p in parts], -1))
+    torch.testing.assert_close(ladj, sum(p[1] for p in parts))
+    torch.testing.assert_close(b.inverse(y, c), x, atol=1e-5, rtol=1e-5)
+    st = Stack([maf, maf], dim=0)  # the same part twice: parameters shared
+    assert st.shape == (2, 2) and len(list(st.parameters())) == len(list(maf.parameters()))
+
+
+def test_context_wider_than_the_input_broadcasts_every_part() -> None:
+    b = Cat([bij.Affine(), bij.Exp()], lengths=[2, 1])(shape=S([3]), context_shape=S([2]))
+    x, c = torch.randn(3), torch.randn(4, 2)
+    y, ladj = b.forward_and_ladj(x, c)
+    assert y.shape == (4, 3) and ladj.shape == (4,)
+    torch.testing.assert_close(y[:, 2], x[2].exp().expand(4))
+
+
+def test_factor_out_passes_the_rest_through() -> None:
+    torch.manual_seed(0)
+    b = FactorOut(bij.AffineAutoregressive(_made()))(shape=S([5]))
+    assert b.keep == 2 and b.lengths == (2, 3)
+    x = torch.randn(7, 5)
+    y, ladj = b.forward_and_ladj(x)
+    assert torch.equal(y[:, 2:], x[:, 2:])
+    expected_y, expected_ladj = b.bijector.forward_and_ladj(x[:, :2])
+    torch.testing.assert_close(y[:, :2], expected_y)
+    torch.testing.assert_close(ladj, expected_ladj)
+
+
+def test_constraints_follow_the_parts() -> None:
+    b = Cat([bij.Exp(), None], lengths=[1, 2])(shape=S([3]))
+    assert b.domain.event_dim == 1 and b.codomain.event_dim == 1
+    ok = b.codomain.check(torch.tensor([[1.0, -1.0, -2.0], [-1.0, 1.0, 2.0]]))
+    assert ok.tolist() == [True, False]
+    s = Stack([bij.Sigmoid(), None], dim=-1)(shape=S([3, 2]))
+    assert s.codomain.check(torch.tensor([[0.5, 7.0]] * 3)).item()
+    assert not s.codomain.check(torch.tensor([[1.5, 7.0]] * 3)).item()
+    assert Cat([bij.Affine(), None], lengths=[1, 2])(shape=S([3])).codomain.check(torch.randn(3))
+
+
+def test_plans_and_repr() -> None:
+    plan = Cat([bij.Exp(), bij.Affine()], lengths=[1, 2])
+    assert isinstance(plan, Plan) and isinstance(FactorOut(bij.Exp()), Plan)
+    b = plan(shape=S([3]))
+    assert "dim=0, lengths=(1, 2)" in repr(b) and "Exp" in repr(b)
+    assert isinstance(Stack([bij.Exp(), bij.Exp()]), Plan)
+
+
+# ----------------------------------------------------------------------------- caching
+def _counted(b: torch.nn.Module) -> list[int]:
+    calls = [0]
+
+    def hook(*args: object) -> None:
+        calls[0] += 1
+
+    for m in b.modules():
+        if isinstance(m, params.Parameters):
+            m.register_forward_hook(hook)
+    return calls
+
+
+def _wrappers() -> list[bij.Bijector]:
+    torch.manual_seed(0)
+    cat = Cat([bij.Invert(bij.AffineAutoregressive(_made())), bij.Spline()], lengths=[2, 2])
+    stack = Stack([bij.Invert(bij.AffineAutoregressive(_made())), bij.Affine()], dim=-1)
+    coarse = bij.Compose([Squeeze(), bij.Affine(), Unsqueeze()])
+    scale = bij.Compose([Squeeze(), bij.Affine(), FactorOut(coarse), Unsqueeze()])
+    return [
+        cat(shape=S([4]), context_shape=S([2])),
+        stack(shape=S([3, 2]), context_shape=S([2])),
+        FactorOut(scale, keep=1)(shape=S([2, 4, 4])),
+    ]
+
+
+@pytest.mark.parametrize("b", _wrappers(), ids=["Cat", "Stack", "multiscale"])
+def test_inverse_of_a_joined_output_is_the_input(b: bij.Bijector) -> None:
+    calls = _counted(b)
+    c = torch.randn(5, 2) if b.context_shape is not None else None
+    x = torch.randn(5, *b.shape)
+    with flowtorch.BijectiveMode():
+        y, ladj = b.forward_and_ladj(x, c)
+        n = calls[0]
+        assert b.inverse(y, c) is x
+        assert b.log_abs_det_jacobian(x, y, c) is ladj or torch.equal(b.log_abs_det_jacobian(x, y, c), ladj)
+        y2 = y.detach().clone()
+        x2 = b.inverse(y2, c)  # a fresh tensor: a miss, recomputed
+        assert calls[0] > n
+        n = calls[0]
+        assert b.forward(x2, c) is y2 and calls[0] == n
+    torch.testing.assert_close(x2, x, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b", _wrappers(), ids=["Cat", "Stack", "multiscale"])
+def test_requires_ladj_false_sums_the_parts_entries_without_conditioner_calls(b: bij.Bijector) -> None:
+    calls = _counted(b)
+    c = torch.randn(5, 2) if b.context_shape is not None else None
+    x = torch.randn(5, *b.shape)
+    expected = b.forward_and_ladj(x, c)[1]
+    with flowtorch.BijectiveMode(requires_ladj=False), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no cache miss anywhere
+        y = b.forward(x, c)
+        n = calls[0]
+        ladj = b.log_abs_det_jacobian(x, y, c)
+        assert calls[0] == n
+        y2 = y.detach().clone()
+        x2 = b.inverse(y2, c)  # the inverse direction records the parts' pairs too
+        n = calls[0]
+        ladj2 = b.log_abs_det_jacobian(x2, y2, c)
+        assert calls[0] == n
+    torch.testing.assert_close(ladj, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ladj2, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_flow_with_factor_out_scores_its_samples_from_the_cache() -> None:
+    torch.manual_seed(0)
+    base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2, 4, 4), 1.0), 3)
+    plan = bij.Compose(
+        [Squeeze(), bij.Affine(), FactorOut(bij.Compose([Squeeze(), bij.Affine(), Unsqueeze()])), Unsqueeze()]
+    )
+    flow = dist.Flow(base, plan)
+    calls = _counted(flow)
+    with flowtorch.BijectiveMode():
+        y = flow.rsample((3,))
+        n = calls[0]
+        lp = flow.log_prob(y)
+        assert calls[0] == n
+    assert lp.shape == (3,)
+    torch.testing.assert_close(lp, flow.log_prob(y))
