@@ -13,13 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
-# pytest imports tests/conftest.py as ``conftest``, and its ``_cases`` imports this module; importing
-# ``tests.conftest`` here would run conftest a second time, mid-import.
-try:
-    from conftest import Case
-except ImportError:  # imported outside pytest
-    from tests.conftest import Case
+from tests.case import Case
 
 from flowtorch.bijectors.affine import Affine
 from flowtorch.bijectors.base import Bijector

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-# pytest imports tests/conftest.py as ``conftest``, and its ``_cases`` imports this module; importing
-# ``tests.conftest`` here would run conftest a second time, mid-import.
-try:
-    from conftest import Case
-except ImportError:  # imported outside pytest
-    from tests.conftest import Case
+from tests.case import Case
 
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params

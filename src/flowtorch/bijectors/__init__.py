@@ -9,6 +9,7 @@ from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
 from flowtorch.bijectors.combine import Cat, FactorOut, Stack
 from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.conv import Invertible1x1Conv
+from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
 from flowtorch.bijectors.elementwise import ELU, Exp, LeakyReLU, Power, Sigmoid, Softplus, Tanh
 from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.bijectors.mode import BijectiveMode, CacheMissWarning
@@ -19,6 +20,8 @@ from flowtorch.bijectors.reverse import Reverse
 from flowtorch.bijectors.spline import Spline, SplineAutoregressive
 
 __all__ = [
+    "AffineCoupling",
+    "SplineCoupling",
     "ActNorm",
     "BatchNorm",
     "Cat",

@@ -2,7 +2,8 @@
 
 from flowtorch.parameters.base import Parameters
 from flowtorch.parameters.conv_coupling import ConvCoupling
+from flowtorch.parameters.coupling import DenseCoupling
 from flowtorch.parameters.dense_autoregressive import DenseAutoregressive
 from flowtorch.parameters.tensor import Tensor
 
-__all__ = ["ConvCoupling", "DenseAutoregressive", "Parameters", "Tensor"]
+__all__ = ["ConvCoupling", "DenseAutoregressive", "DenseCoupling", "Parameters", "Tensor"]
