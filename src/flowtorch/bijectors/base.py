@@ -174,7 +174,7 @@ class Bijector(LazyModule):
         """This bijector's parameters and buffers (cached while the module structure is fixed)."""
         cache = self._state_cache
         count = _mode.STRUCTURE.count
-        if cache is None or cache[0] != count:
+        if cache is None or cache[0] != count or not _mode.STRUCTURE.tracking:
             tensors = (*self.parameters(), *self.buffers())
             self._state_cache = cache = (count, tensors)
         return cache[1]
@@ -358,16 +358,21 @@ class Bijector(LazyModule):
                         ladj = self._ladj_from_values(x, y, context, entry.params)
                 return entry.key, ladj
         self._check(value, context, forward)
-        record_ladj = scope is not None and scope.requires_ladj
-        compute = need_ladj or record_ladj
-        if forward:
-            out, ladj, params = self._forward_with_params(value, context, compute)
-            stores = self._stores_forward_ladj
-        else:
-            out, ladj, params = self._inverse_with_params(value, context, compute)
-            stores = self._stores_inverse_ladj
-        if scope is not None:
-            _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
+        if scope is None:
+            if forward:
+                out, ladj, _ = self._forward_with_params(value, context, need_ladj)
+            else:
+                out, ladj, _ = self._inverse_with_params(value, context, need_ladj)
+            return out, ladj
+        compute = need_ladj or scope.requires_ladj
+        with _mode.suspended(scope):
+            if forward:
+                out, ladj, params = self._forward_with_params(value, context, compute)
+                stores = self._stores_forward_ladj
+            else:
+                out, ladj, params = self._inverse_with_params(value, context, compute)
+                stores = self._stores_inverse_ladj
+        _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
         return out, ladj
 
     def extra_repr(self) -> str:

@@ -178,7 +178,7 @@ class Invert(Bijector):
         if shape is None:  # built: ``Invert(b)``
             shape = bijector.out_shape
         shape = torch.Size(shape)
-        inner = build(bijector, shape=shape, context_shape=context_shape)
+        inner: Bijector = build(bijector, shape=shape, context_shape=context_shape)
         if not isinstance(inner, Bijector):
             raise TypeError(f"Invert takes a bijector or its plan, got {type(inner).__name__}")
         if inner.out_shape != shape and bijector is not inner:

@@ -12,11 +12,14 @@ needed to compute it later. The entry lives in the returned tensor's ``__dict__`
 
 A hit is served only if nothing it depends on changed since it was recorded: the version
 counters of the input, the output, the context and the bijector's parameters and buffers, the
-grad mode, the module's training flag, and a per-thread *epoch* that the mode bumps when it sees a write that version
-counters miss (``p.data = ...``, in-place writes through a ``.data`` alias taken inside the mode,
-``Tensor.set_``, fused optimizer kernels). Storage handed to code the mode cannot watch
-(``.numpy()``, ``untyped_storage()``, ``__array__``, ``__dlpack__``) marks that storage opaque:
-entries that depend on it are never served again while a mode is active.
+grad mode, the module's training flag, and a per-thread *epoch* that the mode bumps when it
+sees a write that version counters miss (``p.data = ...``, in-place writes through a ``.data``
+alias taken inside the mode, ``Tensor.set_``, fused optimizer kernels). Storage handed to code
+the mode cannot watch (``.numpy()``, ``untyped_storage()``, ``__array__``, ``__dlpack__``) marks
+that storage opaque: entries that depend on it are never served again while a mode is active.
+
+While a bijector computes, the mode steps off the torch-function stack (if it is on top): the
+bijector's own arithmetic needs no interception, so it runs at the speed of plain torch.
 
 When a mode exits, it removes every entry it recorded; nothing remains on any tensor. This
 module is consulted only by :mod:`flowtorch.bijectors.base`.
@@ -103,42 +106,39 @@ class _Structure:
     """Counts module-structure changes (parameters, buffers or submodules registered).
 
     Bijectors cache the tuple of their parameter and buffer tensors for the staleness check and
-    rebuild it when this count moves. Registration hooks are installed only while some mode is
-    active, so outside every mode flowtorch adds nothing to torch.
+    rebuild it when this count moves. The registration hooks are installed the first time a mode
+    is entered (never at import) and then stay: each costs one counter increment per module
+    registration. Where torch lacks them, ``tracking`` is False and nothing is cached.
     """
 
     def __init__(self) -> None:
         self.count = 0
-        self._users = 0
+        self.tracking = False
         self._lock = threading.Lock()
-        self._handles: list[Any] = []
 
     def _bump(self, *args: Any) -> None:
         self.count += 1
 
-    def acquire(self) -> None:
+    def install(self) -> None:
+        if self.tracking:
+            return
         with self._lock:
-            self.count += 1
-            self._users += 1
-            if self._users == 1:
-                mm = torch.nn.modules.module
+            if self.tracking:
+                return
+            mm = torch.nn.modules.module
+            registers = [
+                getattr(mm, name, None)
                 for name in (
                     "register_module_parameter_registration_hook",
                     "register_module_buffer_registration_hook",
                     "register_module_module_registration_hook",
-                ):
-                    register = getattr(mm, name, None)
-                    if register is not None:
-                        self._handles.append(register(self._bump))
-
-    def release(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                for handle in self._handles:
-                    handle.remove()
-                self._handles.clear()
-            self.count += 1
+                )
+            ]
+            if all(r is not None for r in registers):
+                for register in registers:
+                    register(self._bump)  # type: ignore[misc]
+                self.count += 1  # caches built before the hooks existed are void
+                self.tracking = True
 
 
 STRUCTURE = _Structure()
@@ -147,9 +147,10 @@ STRUCTURE = _Structure()
 class _Scope:
     """One activation of a mode on one thread."""
 
-    __slots__ = ("__weakref__", "requires_ladj", "tagged", "warned")
+    __slots__ = ("__weakref__", "mode", "requires_ladj", "tagged", "warned")
 
-    def __init__(self, requires_ladj: bool) -> None:
+    def __init__(self, mode: BijectiveMode, requires_ladj: bool) -> None:
+        self.mode = mode
         self.requires_ladj = requires_ladj
         self.tagged = TensorSet()
         self.warned = False
@@ -211,6 +212,44 @@ def _versions(key: torch.Tensor, out: torch.Tensor, context: torch.Tensor | None
 
 def _storage(t: torch.Tensor) -> int:
     return int(t.untyped_storage().data_ptr())
+
+
+_C = torch._C
+_STACK_API = all(
+    hasattr(_C, name)
+    for name in (
+        "_len_torch_function_stack",
+        "_get_function_stack_at",
+        "_pop_torch_function_stack",
+        "_push_on_torch_function_stack",
+    )
+)
+
+
+class suspended:
+    """Takes ``scope``'s mode off the top of the torch-function stack while a bijector computes.
+
+    A bijector's own arithmetic needs no interception: its cache entries are recorded by the base
+    class, not by ``__torch_function__``. Running it without the mode saves the per-op cost of a
+    Python mode. If another mode was pushed above ours, nothing is popped.
+    """
+
+    __slots__ = ("mode", "popped")
+
+    def __init__(self, scope: _Scope) -> None:
+        self.mode = scope.mode
+        self.popped = False
+
+    def __enter__(self) -> None:
+        if _STACK_API:
+            n = _C._len_torch_function_stack()
+            if n and _C._get_function_stack_at(n - 1) is self.mode:
+                _C._pop_torch_function_stack()
+                self.popped = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.popped:
+            _C._push_on_torch_function_stack(self.mode)
 
 
 def current_scope() -> _Scope | None:
@@ -374,9 +413,8 @@ class BijectiveMode(TorchFunctionMode):
         self._scopes: list[_Scope] = []
 
     def __enter__(self) -> BijectiveMode:
-        scope = _Scope(self.requires_ladj)
-        if not STATE.scopes:
-            STRUCTURE.acquire()
+        scope = _Scope(self, self.requires_ladj)
+        STRUCTURE.install()
         self._scopes.append(scope)
         STATE.scopes.append(scope)
         try:
@@ -402,7 +440,6 @@ class BijectiveMode(TorchFunctionMode):
         if not state.scopes:
             state.aliases.clear()
             state.opaque.clear()
-            STRUCTURE.release()
 
     def __call__(self, fn: F) -> F:
         """Decorates ``fn`` so that each call runs inside a new mode with the same settings."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
-from torch.distributions import Distribution, Normal, constraints
+from torch.distributions import Distribution, constraints
 
 __all__ = ["NealsFunnel"]
+
+# log(3) + log(2 pi): the normalising constants of both Gaussian factors
+_LOG_NORM = math.log(3.0) + math.log(2.0 * math.pi)
 
 
 class NealsFunnel(Distribution):
@@ -43,5 +47,7 @@ class NealsFunnel(Distribution):
         if self._validate_args:
             self._validate_sample(value)
         x, v = value[..., 0], value[..., 1]
-        log_p: torch.Tensor = Normal(0.0, 3.0).log_prob(v) + Normal(0.0, torch.exp(v / 2.0)).log_prob(x)
+        # in log-scale form, finite for any finite (x, v): Normal(0, exp(v / 2)) over- or
+        # underflows its scale for |v| beyond a few hundred in float32
+        log_p: torch.Tensor = -0.5 * (v / 3.0) ** 2 - 0.5 * x**2 * torch.exp(-v) - 0.5 * v - _LOG_NORM
         return log_p
