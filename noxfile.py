@@ -22,7 +22,7 @@ def _install(session: nox.Session, torch_version: str, *extras: str) -> None:
 @nox.parametrize("torch", TORCH_VERSIONS, ids=TORCH_VERSIONS)
 def tests(session: nox.Session, torch: str) -> None:
     """The test suite (doctests included). Default: ``nox -s "tests(2.13.0)"``."""
-    _install(session, torch, "test")
+    _install(session, torch, "test", "examples")
     session.run("pytest", "-q", *session.posargs)
 
 
@@ -44,7 +44,8 @@ def typecheck(session: nox.Session) -> None:
 def examples(session: nox.Session) -> None:
     """Runs every example in its short smoke mode."""
     _install(session, DEFAULT_TORCH, "examples")
-    session.run("python", "examples/two_moons.py", "--smoke")
+    for script in ("two_moons.py", "neals_funnel_vi.py", "bivariate_normal.py"):
+        session.run("python", f"examples/{script}", "--smoke", "--no-progress")
 
 
 @nox.session(python="3.11")

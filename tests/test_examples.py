@@ -1,0 +1,63 @@
+"""The examples run end to end in their ``--smoke`` mode and write a valid PNG."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+import sys
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HELPERS = ("_common", "_data")  # modules in examples/ that the examples import by their bare names
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Imports ``examples/<name>.py`` by path (the examples import their helpers from that folder)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    for helper in HELPERS:  # restored at teardown, so the generic names do not leak to other tests
+        monkeypatch.delitem(sys.modules, helper, raising=False)
+    spec = importlib.util.spec_from_file_location(f"flowtorch_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for helper in HELPERS:
+            sys.modules.pop(helper, None)
+    return module
+
+
+# (example, lowest and highest plausible value of what ``main`` returns after a smoke run)
+CASES = [
+    # Test NLL in nats: a standard normal scores about 2.5 on this data, the true density 0.3.
+    ("two_moons", 0.2, 2.5),
+    # ELBO in nats: at most log Z = 0 (up to Monte Carlo error); the initial flow scores about -1.
+    ("neals_funnel_vi", -1.5, 0.05),
+    # Test NLL in nats: the target's entropy is 1.63; the initial flow scores about 14.
+    ("bivariate_normal", 1.5, 8.0),
+]
+
+
+@pytest.mark.parametrize(("name", "low", "high"), CASES, ids=[c[0] for c in CASES])
+def test_example_smoke(
+    name: str, low: float, high: float, tmp_path: pathlib.Path, monkeypatch, capsys
+) -> None:
+    module = _load(name, monkeypatch)
+    out = tmp_path / "x.png"
+    value = module.main(["--smoke", "--out", str(out)])
+    assert isinstance(value, float)
+    assert math.isfinite(value)
+    assert low < value < high, f"{name}: implausible result {value}"
+    data = out.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{name}: {out} is not a PNG"
+    assert len(data) > 10_000, f"{name}: the figure is suspiciously small ({len(data)} bytes)"
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed and printed[-1].startswith("final "), f"{name}: the last line should report the result"
