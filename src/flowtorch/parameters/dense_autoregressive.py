@@ -112,14 +112,15 @@ class DenseAutoregressive(Parameters):
             raise ValueError("DenseAutoregressive needs the bijector's input")
         n_in = len(self.input_shape)
         x = input.reshape(*input.shape[: input.dim() - n_in], -1) if n_in != 1 else input
-        h = self.hidden[0](x)
+        first, *rest = self.hidden  # (slicing a ModuleList would build a new module per call)
+        h = first(x)
         if self.context_layer is not None and context is not None:
             assert self.context_shape is not None
             nc = len(self.context_shape)
             c = context.reshape(*context.shape[: context.dim() - nc], -1) if nc != 1 else context
             h = h + self.context_layer(c)
         h = self.activation(h)
-        for layer in self.hidden[1:]:
+        for layer in rest:
             h = self.activation(layer(h))
         out = self.output(h)
         if self.skip is not None:
