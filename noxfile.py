@@ -46,6 +46,7 @@ def examples(session: nox.Session) -> None:
     _install(session, DEFAULT_TORCH, "examples")
     for script in ("two_moons.py", "neals_funnel_vi.py", "bivariate_normal.py"):
         session.run("python", f"examples/{script}", "--smoke", "--no-progress")
+    session.run("python", "examples/ddp_train.py", "--smoke")
 
 
 @nox.session(python="3.11")

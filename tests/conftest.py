@@ -19,6 +19,9 @@ from flowtorch.bijectors.base import Bijector
 
 torch.set_num_threads(1)
 
+# ``--device cuda`` runs the device-parametrised tests on a GPU unchanged
+pytest_plugins = ["tests._device"]
+
 
 def _plain(cls: type) -> Callable[[], Any]:
     return lambda: cls()

@@ -40,6 +40,14 @@ __all__ = ["BijectiveMode", "CacheMissWarning"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _not_compiled(fn: F) -> F:
+    """Keeps ``torch.compile`` out of the mode's bookkeeping (string checks, ``__dict__`` edits),
+    which Dynamo cannot trace; the flow's maths around it still compiles."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn  # type: ignore[no-any-return]
+
+
 #: The attribute under which an entry is stored on a tensor.
 ATTR = "_flowtorch_entry"
 
@@ -289,6 +297,7 @@ def _fresh(entry: Entry, out: torch.Tensor) -> bool:
     return True
 
 
+@_not_compiled
 def record(
     scope: _Scope,
     bijector: Any,
@@ -348,6 +357,7 @@ _KINDS: dict[Any, int] = {
 }
 
 
+@_not_compiled
 def _classify(func: Any) -> int:
     name = getattr(func, "__name__", "")
     if name.startswith("_fused_"):
@@ -430,6 +440,7 @@ class BijectiveMode(TorchFunctionMode):
         finally:
             self._pop_scope()
 
+    @_not_compiled
     def _pop_scope(self) -> None:
         scope = self._scopes.pop()
         state = STATE

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, ClassVar, Union
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution, Transform, constraints
 
 from flowtorch.bijectors.base import Bijector, build
 
@@ -35,6 +36,14 @@ class Flow(nn.Module, Distribution):
     ``batch`` broadcasts the base's batch shape with the context's batch shape;
     ``log_prob(value, context)`` returns ``value``'s shape without the event dims.
 
+    Calling the flow samples: ``flow(sample_shape, context)`` is ``rsample``, which is what
+    Pyro's ``pyro.sample("z", flow)`` does with a distribution (together with ``log_prob`` and
+    :meth:`score_parts`); register the parameters with ``pyro.module("name", flow)``.
+
+    Devices and dtypes: ``.to(...)``, ``.double()``, ``.cuda()`` move the base distribution's
+    tensors along with the parameters (the base is rebuilt from copies of its tensors, see
+    :meth:`_apply`), so a flow moved to float64 or to a GPU is float64 or on the GPU end to end.
+
     Example:
         >>> import torch
         >>> import flowtorch.bijectors as bij
@@ -60,7 +69,13 @@ class Flow(nn.Module, Distribution):
         nn.Module.__init__(self)
         if not isinstance(base_dist, Distribution):
             raise TypeError(f"Flow: base_dist must be a torch Distribution, got {type(base_dist).__name__}")
-        self.base_dist = base_dist
+        # The base lives in a holder that views (``condition``, ``expand``) share with the flow, as
+        # they share its modules: moving one (``.to``) moves the base for all of them.
+        self._base = _BaseHolder(base_dist)
+        self._base_batch: torch.Size | None = None  # set on ``expand`` views
+        self._expanded: tuple[Distribution, Distribution] | None = None
+        if isinstance(base_dist, nn.Module):  # e.g. a flow on a flow: its parameters are ours
+            self._modules["base_dist"] = base_dist
         event_shape = base_dist.event_shape
         built = build(bijector, shape=event_shape, context_shape=context_shape)
         if not isinstance(built, Bijector):
@@ -82,6 +97,17 @@ class Flow(nn.Module, Distribution):
         )
 
     @property
+    def base_dist(self) -> Distribution:
+        """The base distribution :math:`p_0` (expanded to the batch shape, on an ``expand`` view)."""
+        base = self._base.dist
+        if self._base_batch is None:
+            return base
+        cached = self._expanded
+        if cached is None or cached[0] is not base:
+            self._expanded = cached = (base, base.expand(self._base_batch))
+        return cached[1]
+
+    @property
     def context_shape(self) -> torch.Size | None:
         return self.bijector.context_shape
 
@@ -101,6 +127,34 @@ class Flow(nn.Module, Distribution):
         assert cs is not None
         ctx_batch = context.shape[: context.dim() - len(cs)]
         view._batch_shape = torch.broadcast_shapes(self.base_dist.batch_shape, ctx_batch)
+        return view
+
+    @property
+    def event_dim(self) -> int:
+        """The number of event dims, ``len(event_shape)`` (as Pyro's distributions report it)."""
+        return len(self.event_shape)
+
+    def expand(self, batch_shape: _Size, _instance: Any = None) -> Flow:
+        """A view of this flow with its batch dims expanded to ``batch_shape``; it shares the
+        parameters (the base distribution is expanded, as ``torch.distributions`` does).
+
+        ``batch_shape`` must be an expansion of ``self.batch_shape`` (dims of size 1 and new
+        leading dims may grow).
+        """
+        batch_shape = torch.Size(batch_shape)
+        try:
+            ok = torch.broadcast_shapes(batch_shape, self.batch_shape) == batch_shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"Flow.expand: cannot expand batch_shape {tuple(self.batch_shape)} to {tuple(batch_shape)}"
+            )
+        base = self._base.dist
+        view = copy.copy(self)
+        view._base_batch = batch_shape
+        view._expanded = (base, base.expand(batch_shape))  # fails here if the base cannot expand
+        view._batch_shape = batch_shape
         return view
 
     def _context_for(self, context: torch.Tensor | None) -> torch.Tensor | None:
@@ -130,11 +184,26 @@ class Flow(nn.Module, Distribution):
             shape = shape + extra
         return shape
 
+    def _draw_base(self, sample_shape: _Size, context: torch.Tensor | None) -> torch.Tensor:
+        r"""Base samples; a base without ``rsample`` (e.g. a mixture) is sampled without gradients,
+        which the flow's parameters do not need: :math:`y = f(z; \theta)` stays differentiable in
+        :math:`\theta`."""
+        base = self.base_dist
+        shape = self._base_sample_shape(sample_shape, context)
+        return base.rsample(shape) if base.has_rsample else base.sample(shape)
+
     def rsample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Reparametrised samples of shape ``sample_shape + batch + event``."""
         context = self._context_for(context)
-        z = self.base_dist.rsample(self._base_sample_shape(sample_shape, context))
-        return self.bijector.forward(z, context)
+        return self.bijector.forward(self._draw_base(sample_shape, context), context)
+
+    def forward(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
+        """``flow(sample_shape, context)``: reparametrised samples, the same as :meth:`rsample`.
+
+        Makes the flow a callable that samples, as Pyro expects of a distribution in
+        ``pyro.sample`` (and as ``nn.Module`` wrappers such as ``torch.compile`` call it).
+        """
+        return self.rsample(sample_shape, context)
 
     def sample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Samples without gradients."""
@@ -146,7 +215,7 @@ class Flow(nn.Module, Distribution):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log-density in one forward pass (no inverse)."""
         context = self._context_for(context)
-        z = self.base_dist.rsample(self._base_sample_shape(sample_shape, context))
+        z = self._draw_base(sample_shape, context)
         y, ladj = self.bijector.forward_and_ladj(z, context)
         return y, self.base_dist.log_prob(z) - ladj
 
@@ -158,6 +227,21 @@ class Flow(nn.Module, Distribution):
         z, ladj = self.bijector.inverse_and_ladj(value, context)
         return self.base_dist.log_prob(z) - ladj
 
+    def score_parts(self, value: torch.Tensor, context: torch.Tensor | None = None) -> Any:
+        """Pyro's ingredients of the ELBO at ``value`` (``pyro.distributions.ScoreParts``).
+
+        Pyro's ``Trace_ELBO`` asks a guide's distributions for them. A flow is reparametrised, so
+        they are ``(log_prob, 0, log_prob)``, as for Pyro's own distributions. Needs ``pyro-ppl``;
+        nothing else in flowtorch imports it.
+        """
+        from pyro.distributions.score_parts import ScoreParts  # type: ignore[import-not-found]
+
+        log_prob = self.log_prob(value, context)
+        # Pyro writes the absent term as the number 0 (which it skips), not as a tensor.
+        if self.has_rsample:
+            return ScoreParts(log_prob=log_prob, score_function=0, entropy_term=log_prob)  # type: ignore[arg-type]
+        return ScoreParts(log_prob=log_prob, score_function=log_prob, entropy_term=0)  # type: ignore[arg-type]
+
     def normalize(self, value: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Maps ``value`` to the base space (no gradients)."""
         with torch.no_grad():
@@ -167,5 +251,69 @@ class Flow(nn.Module, Distribution):
         """Maps ``value`` to the base space."""
         return self.bijector.inverse(value, self._context_for(context))
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """Applies ``fn`` (``.to``, ``.double``, ``.cuda``, ...) to the parameters and buffers, and
+        rebuilds the base distribution (and a bound context) from ``fn`` of their tensors.
+
+        The base distribution is not a module, so ``nn.Module`` alone would leave it behind. Its
+        object is shallow-copied with every tensor attribute replaced (nested distributions and
+        transforms too); the base distribution the flow was built with is left unchanged. Views
+        made by :meth:`condition` and :meth:`expand` share the moved base (and the parameters).
+        """
+        out = super()._apply(fn, *args, **kwargs)
+        self._base.dist = _map_tensors(self._base.dist, fn, {})
+        if self._context is not None:
+            self._context = fn(self._context)
+        return out
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_base" not in state:  # pickled before the base moved into a shared holder
+            base = state.pop("base_dist", None)
+            state["_base"] = _BaseHolder(state["_modules"]["base_dist"] if base is None else base)
+            state.setdefault("_base_batch", None)
+            state.setdefault("_expanded", None)
+        nn.Module.__setstate__(self, state)
+
     def __repr__(self) -> str:
         return nn.Module.__repr__(self)
+
+
+class _BaseHolder:
+    """Holds a flow's base distribution; a flow and its views share one holder."""
+
+    def __init__(self, dist: Distribution) -> None:
+        self.dist = dist
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], memo: dict[int, Any]) -> Any:
+    """``obj`` with ``fn`` applied to every tensor it holds, copying distributions, transforms,
+    constraints and containers that hold one; modules are left to ``nn.Module._apply``."""
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    out: Any = obj
+    if isinstance(obj, torch.Tensor):
+        out = fn(obj)
+    elif isinstance(obj, nn.Module):
+        pass
+    elif isinstance(obj, (Distribution, Transform, constraints.Constraint)):
+        out = copy.copy(obj)
+        memo[key] = out  # before recursing: transforms and their inverses refer to each other
+        if isinstance(obj, Transform):  # drop memoised values and the inverse (rebuilt on demand)
+            out._inv = None
+            if hasattr(obj, "_cached_x_y"):
+                out._cached_x_y = (None, None)
+        for name, value in list(vars(out).items()):
+            new = _map_tensors(value, fn, memo)
+            if new is not value:
+                out.__dict__[name] = new
+    elif isinstance(obj, (list, tuple)):
+        items = [_map_tensors(v, fn, memo) for v in obj]
+        if any(a is not b for a, b in zip(items, obj)):
+            out = type(obj)(items) if type(obj) in (list, tuple) else obj
+    elif isinstance(obj, dict):
+        mapped = {k: _map_tensors(v, fn, memo) for k, v in obj.items()}
+        if any(mapped[k] is not v for k, v in obj.items()):
+            out = type(obj)(mapped) if type(obj) is dict else obj
+    memo[key] = out
+    return out

@@ -172,7 +172,7 @@ def _bin_index(x: Tensor, knots: Tensor, batch: torch.Size) -> Tensor:
         x.expand(batch).unsqueeze(-1).contiguous(),
         right=True,
     )
-    return (idx - 1).clamp_(0, num_bins - 1)
+    return (idx - 1).clamp(0, num_bins - 1)
 
 
 def _take(row: Tensor, index: Tensor, batch: torch.Size) -> Tensor:
