@@ -6,6 +6,7 @@ Importing this package defines classes only; no bijector is built at import time
 from flowtorch.bijectors.affine import Affine, AffineAutoregressive, AffineFixed
 from flowtorch.bijectors.base import Bijector
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
+from flowtorch.bijectors.circular import CircularSpline
 from flowtorch.bijectors.combine import Cat, FactorOut, Stack
 from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.conv import Invertible1x1Conv
@@ -25,6 +26,7 @@ __all__ = [
     "ActNorm",
     "BatchNorm",
     "Cat",
+    "CircularSpline",
     "ChannelAffineCoupling",
     "FactorOut",
     "Householder",
