@@ -68,6 +68,8 @@ class DenseAutoregressive(Parameters):
         if not hidden:
             raise ValueError("DenseAutoregressive needs at least one hidden layer")
         for h in hidden:
+            if h < 1:
+                raise ValueError(f"DenseAutoregressive: hidden layer sizes must be positive, got {hidden}")
             if h < d - 1:
                 raise ValueError(
                     f"DenseAutoregressive: hidden layer of size {h} is too small for an input of "
@@ -79,6 +81,9 @@ class DenseAutoregressive(Parameters):
         degrees_in[self.permutation] = torch.arange(1, d + 1)
         self._extra = [max(s[n_in:].numel(), 1) for s in self.param_shapes]
         self._sizes = [d * e for e in self._extra]
+        # A parameter of the input's (flat) shape is its chunk of the output as is; others are
+        # viewed to their shape.
+        self._shaped = any(s != (d,) for s in self.param_shapes)
         out_degrees = torch.cat([degrees_in.repeat_interleave(e) for e in self._extra])
 
         degrees = made_degrees(degrees_in, hidden)
@@ -98,11 +103,16 @@ class DenseAutoregressive(Parameters):
             if skip_connections
             else None
         )
-        self.context_layer = (
-            nn.Linear(self.context_shape.numel(), hidden[0], bias=False)
-            if self.context_shape is not None
-            else None
-        )
+        self.context_layer: nn.Linear | None = None
+        self.context_output: nn.Linear | None = None
+        if self.context_shape is not None:
+            n_context = self.context_shape.numel()
+            self.context_layer = nn.Linear(n_context, hidden[0], bias=False)
+            # Unmasked, straight to the outputs: the first dim in the order has no hidden unit of
+            # a lower degree, so without it its parameters could not depend on the context.
+            self.context_output = nn.Linear(n_context, sum(self._sizes), bias=False)
+            with torch.no_grad():
+                self.context_output.weight.mul_(1e-2)
         self.activation = nonlinearity()
 
     def forward(
@@ -111,24 +121,29 @@ class DenseAutoregressive(Parameters):
         if input is None:
             raise ValueError("DenseAutoregressive needs the bijector's input")
         n_in = len(self.input_shape)
-        x = input.reshape(*input.shape[: input.dim() - n_in], -1) if n_in != 1 else input
-        first, *rest = self.hidden  # (slicing a ModuleList would build a new module per call)
-        h = first(x)
+        x = input if n_in == 1 else input.reshape(*input.shape[: input.dim() - n_in], -1)
+        hidden = iter(self.hidden)  # (slicing a ModuleList would build a new module per call)
+        h = next(hidden)(x)
+        c: torch.Tensor | None = None
         if self.context_layer is not None and context is not None:
             assert self.context_shape is not None
             nc = len(self.context_shape)
-            c = context.reshape(*context.shape[: context.dim() - nc], -1) if nc != 1 else context
+            c = context if nc == 1 else context.reshape(*context.shape[: context.dim() - nc], -1)
             h = h + self.context_layer(c)
-        h = self.activation(h)
-        for layer in rest:
-            h = self.activation(layer(h))
+        activation = self.activation
+        h = activation(h)
+        for layer in hidden:
+            h = activation(layer(h))
         out = self.output(h)
+        if c is not None and self.context_output is not None:
+            out = out + self.context_output(c)
         if self.skip is not None:
             out = out + self.skip(x)
+        chunks: tuple[torch.Tensor, ...] = out.split_with_sizes(self._sizes, -1)
+        if not self._shaped:
+            return chunks
         batch = out.shape[:-1]
-        return tuple(
-            chunk.view(*batch, *s) for chunk, s in zip(out.split(self._sizes, dim=-1), self.param_shapes)
-        )
+        return tuple(chunk.view(batch + s) for chunk, s in zip(chunks, self.param_shapes))
 
 
 def _permutation(permutation: torch.Tensor | Sequence[int] | str | None, d: int) -> torch.Tensor:
