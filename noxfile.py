@@ -54,3 +54,16 @@ def benchmarks(session: nox.Session) -> None:
     """Side-by-side timings against the peers (not part of the default sessions)."""
     _install(session, DEFAULT_TORCH, "benchmarks")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly (any warning fails); ``nox -s docs -- serve`` previews it."""
+    _install(session, DEFAULT_TORCH, "docs")
+    session.install("ruff>=0.5")  # mkdocstrings formats signatures with it
+    session.run("python", "docs/gen_bijector_table.py")
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:], env=env)
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs, env=env)

@@ -1,0 +1,466 @@
+"""Generates docs/bijectors.md (the table of bijectors) and docs/api/bijectors.md (their API pages).
+
+The bijectors are discovered from the package, as the generic test suite discovers them: every
+public ``Bijector`` subclass defined in a module of ``flowtorch.bijectors``, exported or not.
+Domain and codomain come from the classes; whether the inverse exists, from whether the class
+writes ``_inverse``. What cannot be read off the code (the kind of inverse, the costs and a
+reference) is written once below, in :data:`META`; a bijector missing from it still gets a row,
+with what the code says and its docstring's reference, and this script prints a warning.
+
+Usage (from the repository root)::
+
+    python docs/gen_bijector_table.py            # rewrite both pages
+    python docs/gen_bijector_table.py --check    # exit 1 if either page is out of date
+
+``nox -s docs`` runs it before ``mkdocs build --strict``; ``tests/test_docs.py`` checks that every
+exported bijector appears in docs/bijectors.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import pkgutil
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from torch.distributions import constraints
+
+import flowtorch.bijectors as bij
+from flowtorch.bijectors.base import Bijector
+
+__all__ = ["META", "Meta", "bijector_classes", "bijector_modules", "render_api", "render_table"]
+
+DOCS = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What the code does not say about a bijector.
+
+    Attributes:
+        inverse: ``"analytic"``, ``"sequential"`` (analytic, one conditioner pass per dim),
+            ``"numerical"`` (a solver), ``"cache-only"`` (no inverse except on the bijector's
+            own outputs inside ``BijectiveMode``), or a phrase for wrappers.
+        forward: cost of ``forward`` (:math:`D` is the number of elements of the event).
+        inverse_cost: cost of ``inverse``.
+        ladj: cost of log|det J|, given the forward or inverse pass.
+        reference: short citation.
+        maps: domain -> codomain, where the class-level constraints do not tell (a bijector that
+            sets them per instance); by default read from the class.
+    """
+
+    inverse: str
+    forward: str
+    inverse_cost: str
+    ladj: str
+    reference: str = ""
+    maps: str = ""
+
+
+P1 = "1 parallel pass"
+SEQ = "D sequential passes"
+ELEM = "O(D) elementwise"
+ZERO = "0 (volume preserving)"
+
+META: dict[str, Meta] = {
+    # elementwise, fixed
+    "Exp": Meta("analytic", ELEM, ELEM, "O(D)"),
+    "Sigmoid": Meta("analytic", ELEM, ELEM, "O(D)"),
+    "Softplus": Meta("analytic", ELEM, ELEM, "O(D)"),
+    "Tanh": Meta("analytic", ELEM, ELEM, "O(D)"),
+    "ELU": Meta("analytic", ELEM, ELEM, "O(D)"),
+    "LeakyReLU": Meta("analytic", ELEM, ELEM, "O(D)"),
+    "Power": Meta("analytic", ELEM, ELEM, "O(D)"),
+    "AffineFixed": Meta("analytic", ELEM, ELEM, "O(1)"),
+    # affine and autoregressive
+    "Affine": Meta("analytic", f"{ELEM} + conditioner", f"{ELEM} + conditioner", "O(D), with the pass"),
+    "AffineAutoregressive": Meta(
+        "sequential",
+        f"{SEQ} of the conditioner",
+        f"{P1} of the conditioner",
+        "O(D), with the pass",
+        "Papamakarios et al. 2017 (MAF); Kingma et al. 2016 (IAF, via `Invert`)",
+    ),
+    "Spline": Meta(
+        "analytic",
+        "O(D log K) elementwise (K bins)",
+        "O(D log K) elementwise",
+        "O(D), with the pass",
+        "Durkan et al. 2019; Dolatabadi et al. 2020",
+    ),
+    "CircularSpline": Meta(
+        "analytic",
+        "O(D log K) elementwise (K bins)",
+        "O(D log K) elementwise",
+        "O(D), with the pass",
+        "Rezende et al. 2020; Durkan et al. 2019",
+        maps="circle [-B, B] → circle",
+    ),
+    "SplineAutoregressive": Meta(
+        "sequential",
+        f"{SEQ} of the conditioner",
+        f"{P1} of the conditioner",
+        "O(D), with the pass",
+        "Durkan et al. 2019",
+    ),
+    # coupling
+    "AffineCoupling": Meta(
+        "analytic",
+        f"{P1} of the conditioner",
+        f"{P1} of the conditioner",
+        "O(D), with the pass",
+        "Dinh et al. 2015 (NICE); Dinh et al. 2017 (RealNVP)",
+    ),
+    "SplineCoupling": Meta(
+        "analytic",
+        f"{P1} of the conditioner, O(D log K)",
+        f"{P1} of the conditioner, O(D log K)",
+        "O(D), with the pass",
+        "Durkan et al. 2019",
+    ),
+    "ChannelAffineCoupling": Meta(
+        "analytic",
+        f"{P1} of the (conv) conditioner",
+        f"{P1} of the (conv) conditioner",
+        "O(CHW), with the pass",
+        "Dinh et al. 2017; Kingma & Dhariwal 2018",
+    ),
+    # linear, permutations, normalisation
+    "LULinear": Meta(
+        "analytic",
+        "O(D²) per sample + O(D³) to form W",
+        "2 triangular solves, O(D²) per sample",
+        "O(D)",
+        "Kingma & Dhariwal 2018; Durkan et al. 2019",
+    ),
+    "Householder": Meta("analytic", "O(KD), K reflections", "O(KD)", ZERO, "Tomczak & Welling 2016"),
+    "Invertible1x1Conv": Meta(
+        "analytic",
+        "O(C²HW) + O(C³) to form W",
+        "2 triangular solves, O(C²HW)",
+        "O(C)",
+        "Kingma & Dhariwal 2018",
+    ),
+    "Permute": Meta("analytic", "O(D) gather", "O(D) gather", ZERO),
+    "Reverse": Meta("analytic", "O(D) flip", "O(D) flip", ZERO, "Kingma & Dhariwal 2018"),
+    "ActNorm": Meta("analytic", ELEM, ELEM, "O(C)", "Kingma & Dhariwal 2018"),
+    "BatchNorm": Meta(
+        "analytic", f"{ELEM} + batch statistics", ELEM, "O(D)", "Dinh et al. 2017; Papamakarios et al. 2017"
+    ),
+    # shapes and combinators
+    "Reshape": Meta("analytic", "a view", "a view", ZERO),
+    "Squeeze": Meta("analytic", "O(D) copy", "O(D) copy", ZERO, "Dinh et al. 2017; Kingma & Dhariwal 2018"),
+    "Unsqueeze": Meta("analytic", "O(D) copy", "O(D) copy", ZERO, "Dinh et al. 2017; Kingma & Dhariwal 2018"),
+    "Cat": Meta("as its parts", "sum of its parts", "sum of its parts", "sum of its parts"),
+    "Stack": Meta("as its parts", "sum of its parts", "sum of its parts", "sum of its parts"),
+    "FactorOut": Meta(
+        "as its inner bijector",
+        "the inner bijector on its slice",
+        "the inner bijector on its slice",
+        "the inner bijector's",
+        "Dinh et al. 2017 (multi-scale architecture)",
+    ),
+    "Compose": Meta("as its layers", "sum of its layers", "sum of its layers", "sum of its layers"),
+    "Invert": Meta(
+        "as the inner bijector's forward",
+        "the inner bijector's inverse",
+        "the inner bijector's forward",
+        "minus the inner bijector's",
+    ),
+    # residual and planar families
+    "Planar": Meta(
+        "numerical (1 scalar Newton solve per sample)",
+        "O(D)",
+        "O(D) + a scalar solve",
+        "O(D)",
+        "Rezende & Mohamed 2015",
+    ),
+    "Radial": Meta("analytic (a quadratic)", "O(D)", "O(D)", "O(D)", "Rezende & Mohamed 2015"),
+    "Sylvester": Meta(
+        "numerical (M scalar solves, bottom up)",
+        "O(DM + M²)",
+        "O(DM + M²) + M scalar solves",
+        "O(M)",
+        "van den Berg et al. 2018",
+    ),
+    "ResidualFlow": Meta(
+        "numerical (fixed-point iteration)",
+        "1 pass of g",
+        "a pass of g per iteration",
+        "exact: D VJPs + slogdet; series/roulette: stochastic, a VJP per term",
+        "Behrmann et al. 2019 (i-ResNet); Chen et al. 2019",
+    ),
+    # continuous and monotone neural transformers
+    "FFJORD": Meta(
+        "numerical (backward ODE solve)",
+        "an ODE solve (N evaluations of f)",
+        "an ODE solve (N evaluations of f)",
+        "integrated with the solve: D JVPs per evaluation (exact) or 1 (Hutchinson)",
+        "Grathwohl et al. 2019; Chen et al. 2018",
+    ),
+    "SOSPolynomial": Meta(
+        "numerical, sequential",
+        f"{SEQ}, each an elementwise root solve",
+        f"{P1} of the conditioner",
+        "O(D·K·r), closed form",
+        "Jaini et al. 2019",
+    ),
+    "UMNN": Meta(
+        "numerical, sequential",
+        f"{SEQ}, each an elementwise root solve",
+        f"{P1} of the conditioner + quadrature (N nodes)",
+        "O(D), the integrand at y",
+        "Wehenkel & Louppe 2019",
+    ),
+    "Bernstein": Meta(
+        "numerical",
+        "an elementwise root solve",
+        "O(D·M) elementwise (degree M)",
+        "O(D·M), closed form",
+        "Sick et al. 2020; Ramasinghe et al. 2021",
+    ),
+    "NeuralAutoregressive": Meta(
+        "numerical, sequential",
+        f"{SEQ}, each an elementwise root solve",
+        f"{P1} of the conditioner, O(D·K)",
+        "O(D·K), closed form",
+        "Huang et al. 2018",
+    ),
+    "BlockNeuralAutoregressive": Meta(
+        "numerical, sequential",
+        "D sequential Newton solves",
+        "1 pass of the block network",
+        "O(D·a²) per layer, from the diagonal blocks",
+        "De Cao et al. 2019",
+    ),
+}
+
+#: Sections of the table, in order; a class whose module is not listed goes under "Other".
+FAMILIES: list[tuple[str, tuple[str, ...]]] = [
+    ("Elementwise, fixed", ("elementwise",)),
+    ("Affine and splines", ("affine", "spline", "circular")),
+    ("Coupling", ("coupling", "channel_coupling")),
+    ("Linear maps, permutations, normalisation", ("linear", "conv", "permute", "reverse", "normalization")),
+    ("Shapes and combinators", ("reshape", "combine", "compose")),
+    ("Planar, Sylvester and residual flows", ("planar", "sylvester", "residual")),
+    ("Monotone neural transformers and continuous flows", ("monotonic", "naf", "ffjord")),
+]
+
+
+def bijector_modules(allow_import_errors: bool = False) -> list[ModuleType]:
+    """Every module of ``flowtorch.bijectors`` (``base`` and ``mode`` included)."""
+    modules = []
+    for info in sorted(pkgutil.iter_modules(bij.__path__), key=lambda i: i.name):
+        try:
+            modules.append(importlib.import_module(f"flowtorch.bijectors.{info.name}"))
+        except Exception as exc:
+            if not allow_import_errors:
+                raise
+            warnings.warn(f"skipping flowtorch.bijectors.{info.name}: {exc!r}", stacklevel=2)
+    return modules
+
+
+def bijector_classes(allow_import_errors: bool = False) -> list[type]:
+    """Every public bijector class defined in a module of ``flowtorch.bijectors``."""
+    out: dict[str, type] = {}
+    for module in bijector_modules(allow_import_errors):
+        for obj in vars(module).values():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, Bijector)
+                and obj is not Bijector
+                and obj.__module__ == module.__name__
+                and not obj.__name__.startswith("_")
+            ):
+                out[obj.__name__] = obj
+    return list(out.values())
+
+
+def _aliases(cls: type) -> list[str]:
+    """Other public names of ``cls`` in its module (``InvertibleResNet = ResidualFlow``)."""
+    module = sys.modules[cls.__module__]
+    names = getattr(module, "__all__", ())
+    return [n for n in names if n != cls.__name__ and getattr(module, n, None) is cls]
+
+
+def _event(c: constraints.Constraint) -> str:
+    """Which events a (class-level) constraint accepts, from its ``event_dim``."""
+    n = c.event_dim
+    return {0: "any shape", 1: "vector (last dim)", 3: "image (C, H, W)"}.get(n, f"{n}-dim")
+
+
+def _constraint(c: constraints.Constraint) -> str:
+    """A short mathematical name for one element of a (class-level) constraint."""
+    base = c
+    while isinstance(base, constraints.independent):
+        base = base.base_constraint
+    if isinstance(base, type(constraints.real)):
+        return "\u211d"  # the real line
+    lower = getattr(base, "lower_bound", None)
+    upper = getattr(base, "upper_bound", None)
+    if lower is not None and upper is not None:
+        return f"({float(lower):g}, {float(upper):g})"
+    if lower is not None:
+        return f"({float(lower):g}, ∞)"
+    if upper is not None:
+        return f"(-∞, {float(upper):g})"
+    return type(base).__name__.lstrip("_")
+
+
+def _inverse_kind(cls: type) -> str:
+    if cls._inverse is Bijector._inverse and "inverse" not in vars(cls):
+        return "cache-only"
+    return "sequential" if getattr(cls, "conditioned_on_output", False) else "analytic"
+
+
+def _docstring_reference(cls: type) -> str:
+    doc = inspect.getdoc(cls) or ""
+    m = re.search(r"References?:\s*(.+?)(?:\n\s*\n|$)", doc, re.S)
+    return " ".join(m[1].split()) if m else ""
+
+
+def _row(cls: type) -> tuple[str, ...]:
+    name = cls.__name__
+    meta = META.get(name)
+    if meta is None:
+        print(f"gen_bijector_table: no META entry for {name}; add one to docs/gen_bijector_table.py")
+        see = "see the API"
+        meta = Meta(_inverse_kind(cls), see, see, see, _docstring_reference(cls))
+    path = f"{cls.__module__}.{name}"
+    exported = name in bij.__all__
+    label = f"[`{name}`][{path}]"
+    aliases = _aliases(cls)
+    if aliases:
+        label += " (" + ", ".join(f"`{a}`" for a in aliases) + ")"
+    if not exported:
+        label += f"<br><small>`{cls.__module__}`</small>"
+    wrapper = meta.inverse.startswith("as ")
+    maps = meta.maps or (
+        "as its parts" if wrapper else f"{_constraint(cls.domain)} → {_constraint(cls.codomain)}"
+    )
+    event = "as its parts" if wrapper else _event(cls.domain)
+    costs = (meta.inverse, meta.forward, meta.inverse_cost, meta.ladj)
+    return (label, event, maps, *costs, meta.reference or "—")
+
+
+HEADER = """# Bijectors
+
+<!-- Generated by docs/gen_bijector_table.py from the package: do not edit by hand. -->
+
+Every bijector defined in `flowtorch.bijectors`, found by importing the package (the same way the
+generic test suite finds them), so the table cannot miss one. Each name links to its API entry.
+
+How to read the columns:
+
+* **Event**: the events it acts on: *any shape*, a *vector* (the last event dim; other event
+  dims, if any, are mapped independently) or an *image* `(C, H, W)`. Shape-changing bijectors
+  (`Reshape`, `Squeeze`, ...) say what they map to in their API entry.
+* **Maps**: domain → codomain of each element.
+* **Inverse**: *analytic* (closed form, as cheap as the forward); *sequential* (closed form, but
+  one conditioner pass per dimension: autoregressive layers in the MAF direction, whose
+  `forward` samples dimension by dimension); *numerical* (a root finder, fixed-point iteration
+  or ODE solve, accurate to a tolerance, with implicit gradients); *cache-only* (no inverse,
+  except on the bijector's own outputs inside `flowtorch.BijectiveMode`, see
+  [Caching](concepts/caching.md)).
+* **Forward / inverse / log\\|det J\\|**: the cost of each, with `D` the number of elements of the
+  event. "1 parallel pass" means one call of the conditioner network for all dimensions at once;
+  "D sequential passes" means `D` calls, one after another. log\\|det J\\| is usually a by-product
+  of the pass that computes the output ("with the pass").
+* `Invert(b)` swaps the forward and inverse columns of `b`: `Invert(AffineAutoregressive())` is an
+  IAF, with one-pass sampling and `D`-pass density evaluation.
+
+A name listed with its module (e.g. `flowtorch.bijectors.monotonic`) is not re-exported by
+`flowtorch.bijectors` yet: import it from that module.
+"""
+
+
+def render_table(classes: list[type]) -> str:
+    """The Markdown of docs/bijectors.md."""
+    by_module: dict[str, list[type]] = {}
+    for cls in classes:
+        by_module.setdefault(cls.__module__.rsplit(".", 1)[-1], []).append(cls)
+    sections: list[tuple[str, list[type]]] = []
+    seen: set[str] = set()
+    for title, mods in FAMILIES:
+        members = [c for m in mods for c in sorted(by_module.get(m, []), key=lambda c: c.__name__)]
+        seen |= set(mods)
+        if members:
+            sections.append((title, members))
+    rest = [c for m, cs in sorted(by_module.items()) if m not in seen for c in cs]
+    if rest:
+        sections.append(("Other", rest))
+    lines = [HEADER]
+    cols = ("Bijector", "Event", "Maps", "Inverse", "Forward", "Inverse cost", "log\\|det J\\|", "Reference")
+    for title, members in sections:
+        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        for cls in members:
+            lines.append("| " + " | ".join(_row(cls)) + " |")
+        lines.append("")
+    lines += [
+        "## References",
+        "",
+        "Full citations are in each bijector's docstring (see the [API reference](api/bijectors.md)).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_api(modules: list[ModuleType]) -> str:
+    """The Markdown of docs/api/bijectors.md: one section per module of ``flowtorch.bijectors``."""
+    lines = [
+        "# `flowtorch.bijectors`",
+        "",
+        "<!-- Generated by docs/gen_bijector_table.py from the package: do not edit by hand. -->",
+        "",
+        "::: flowtorch.bijectors",
+        "    options:",
+        "      show_root_heading: false",
+        "      members: false",
+        "",
+        "The [table of bijectors](../bijectors.md) compares them by domain, inverse and cost;",
+        "[Write a new bijector](../how-to/new-bijector.md) explains the base class.",
+        "",
+    ]
+    for module in modules:
+        short = module.__name__.rsplit(".", 1)[-1]
+        if short == "mode":
+            continue  # documented on the flowtorch page
+        lines += [f"::: {module.__name__}", "    options:", "      show_root_heading: true"]
+        if short == "base":
+            lines.append("      members: [Bijector]")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a page is out of date")
+    parser.add_argument("--allow-import-errors", action="store_true", help="skip modules that fail to import")
+    args = parser.parse_args()
+    pages = {
+        DOCS / "bijectors.md": render_table(bijector_classes(args.allow_import_errors)),
+        DOCS / "api" / "bijectors.md": render_api(bijector_modules(args.allow_import_errors)),
+    }
+    stale = []
+    for path, text in pages.items():
+        if path.exists() and path.read_text() == text:
+            continue
+        if args.check:
+            stale.append(path)
+        else:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(DOCS.parent)}")
+    if stale:
+        print("out of date: " + ", ".join(str(p) for p in stale) + "; run python docs/gen_bijector_table.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

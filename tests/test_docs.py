@@ -1,0 +1,220 @@
+"""The documentation site stays complete and its code runs.
+
+* every bijector that ``flowtorch.bijectors`` defines or exports is in the table (docs/bijectors.md);
+* every page in mkdocs.yml's navigation exists (or is a stub that docs/hooks.py supplies), and
+  every page in docs/ is in the navigation;
+* the how-to guides' worked examples (docs/examples/*.py) run and are correct bijectors and
+  conditioners;
+* every ``python`` code block of every page runs, page by page in one namespace (a block
+  preceded by ``<!-- docs-test: skip -->`` is shown only; ``<!-- docs-test: requires pyro -->``
+  skips the page's remaining blocks when ``pyro`` is not installed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from tests.conftest import bijector_classes
+
+import flowtorch
+import flowtorch.bijectors as bij
+import flowtorch.distributions as dist
+import flowtorch.parameters as params
+from flowtorch.bijectors.base import Bijector
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def _load(path: Path) -> ModuleType:
+    name = f"_docs_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- the bijector table
+def test_bijector_table_lists_every_bijector() -> None:
+    table = (DOCS / "bijectors.md").read_text()
+    exported = {
+        name
+        for name in bij.__all__
+        if isinstance(getattr(bij, name), type)
+        and issubclass(getattr(bij, name), Bijector)
+        and getattr(bij, name) is not Bijector
+    }
+    defined = {cls.__name__ for cls in bijector_classes()}
+    missing = sorted(n for n in exported | defined if f"`{n}`" not in table)
+    assert not missing, (
+        f"docs/bijectors.md lacks {missing}: add them to META in docs/gen_bijector_table.py "
+        "and run python docs/gen_bijector_table.py"
+    )
+
+
+def test_bijector_table_generator_knows_every_bijector() -> None:
+    gen = _load(DOCS / "gen_bijector_table.py")
+    unknown = sorted(cls.__name__ for cls in bijector_classes() if cls.__name__ not in gen.META)
+    assert not unknown, (
+        f"add {unknown} to META in docs/gen_bijector_table.py (inverse kind, costs, reference)"
+    )
+
+
+# ----------------------------------------------------------------------------- navigation
+def _nav_pages() -> list[str]:
+    text = (ROOT / "mkdocs.yml").read_text()
+    nav = text[text.index("\nnav:") :]
+    return re.findall(r":\s*(\S+\.md)\s*$", nav, re.M)
+
+
+def _stub_pages() -> set[str]:
+    return set(re.findall(r'^\s*"([\w/-]+\.md)":\s*"""', (DOCS / "hooks.py").read_text(), re.M))
+
+
+def test_every_nav_page_exists() -> None:
+    pages = _nav_pages()
+    assert len(pages) > 20
+    stubs = _stub_pages()
+    assert stubs == {"benchmarks.md", "ecosystem.md"}
+    missing = [p for p in pages if not (DOCS / p).is_file() and p not in stubs]
+    assert not missing, f"mkdocs.yml's nav names pages that do not exist: {missing}"
+
+
+def test_every_page_is_in_the_nav() -> None:
+    pages = set(_nav_pages())
+    orphans = sorted(
+        str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md") if str(p.relative_to(DOCS)) not in pages
+    )
+    assert not orphans, f"pages missing from mkdocs.yml's nav: {orphans}"
+
+
+# ----------------------------------------------------------------------------- worked examples
+def _jacobian_ladj(b: Bijector, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    n = x.numel()
+    jac = torch.autograd.functional.jacobian(
+        lambda f: b.forward(f.reshape(x.shape), c).reshape(n), x.reshape(n)
+    )
+    return torch.linalg.slogdet(jac)[1]
+
+
+def test_how_to_new_bijector_example() -> None:
+    ex = _load(DOCS / "examples" / "new_bijector.py")
+    torch.manual_seed(0)
+    # a plan until it has a shape; conditional through its default conditioner
+    assert isinstance(ex.SinhArcsinh(), flowtorch.Plan)
+    b = ex.SinhArcsinh()(shape=torch.Size([3]), context_shape=torch.Size([2])).double()
+    with torch.no_grad():  # move away from the identity so the test means something
+        for p in b.parameters():
+            p.normal_()
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    c = torch.randn(5, 2, dtype=torch.float64)  # broadcasts against the sample dim
+    y, ladj = b.forward_and_ladj(x, c)
+    assert y.shape == x.shape and ladj.shape == (4, 5)
+    torch.testing.assert_close(b.inverse(y, c), x)
+    _, ladj2 = b.inverse_and_ladj(y, c)
+    torch.testing.assert_close(ladj2, ladj)
+    torch.testing.assert_close(b.log_abs_det_jacobian(x, y, c), ladj)
+    for i in range(3):  # log|det J| against the autograd Jacobian, one event at a time
+        torch.testing.assert_close(ladj[0, i], _jacobian_ladj(b, x[0, i], c[i]))
+    # gradients reach every parameter
+    ladj.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in b.parameters())
+    # the cache: the inverse of a forward output is the very input
+    with flowtorch.BijectiveMode():
+        y = b.forward(x, c)
+        assert b.inverse(y, c) is x
+    # bad hyperparameters are refused with a clear message
+    with pytest.raises(ValueError, match="min_tailweight"):
+        ex.SinhArcsinh(min_tailweight=0.0)(shape=torch.Size([3]))
+    before, after = ex.demo(steps=40)
+    assert after < before
+
+
+def test_how_to_new_conditioner_example() -> None:
+    ex = _load(DOCS / "examples" / "new_conditioner.py")
+    torch.manual_seed(0)
+    cond = ex.LinearAutoregressive(init_scale=1.0)(
+        param_shapes=[torch.Size([4]), torch.Size([4, 3])], input_shape=torch.Size([4]), context_shape=None
+    )
+    x = torch.randn(4, requires_grad=True)
+    loc, spline = cond(x)
+    assert loc.shape == (4,) and spline.shape == (4, 3)
+    # autoregressive: outputs of dim i depend only on inputs j < i
+    for i in range(4):
+        (grad,) = torch.autograd.grad(loc[i] + spline[i].sum(), x, retain_graph=True)
+        assert torch.all(grad[i:] == 0)
+    # drives the autoregressive bijectors, with a context that broadcasts
+    for plan in (
+        bij.AffineAutoregressive(ex.LinearAutoregressive()),
+        bij.SplineAutoregressive(ex.LinearAutoregressive()),
+    ):
+        b = plan(shape=torch.Size([3]), context_shape=torch.Size([2]))
+        x = torch.randn(6, 5, 3)
+        c = torch.randn(5, 2)
+        torch.testing.assert_close(b.inverse(b.forward(x, c), c), x, atol=1e-4, rtol=1e-4)
+    before, after = ex.demo(steps=30)
+    assert after < before
+
+
+# ----------------------------------------------------------------------------- code blocks of the pages
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,})(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
+    re.M | re.S,
+)
+_SNIPPET = re.compile(r'^[ \t]*--8<--\s+"([^"]+)"\s*$', re.M)
+
+
+def _pages_with_code() -> list[Path]:
+    return sorted(p for p in DOCS.rglob("*.md") if "```python" in p.read_text())
+
+
+def _blocks(page: Path) -> list[tuple[str, str]]:
+    """``(marker, code)`` for each python block; ``marker`` is the docs-test comment before it."""
+    text = page.read_text()
+    out = []
+    for m in _FENCE.finditer(text):
+        if m["lang"] != "python":
+            continue
+        before = text[: m.start()].rstrip().splitlines()
+        marker = ""
+        if before and (mm := re.match(r"\s*<!--\s*docs-test:\s*(.+?)\s*-->", before[-1])):
+            marker = mm[1]
+        code = textwrap.dedent(m["body"])
+        code = _SNIPPET.sub(lambda s: (DOCS / s[1]).read_text(), code)
+        out.append((marker, code))
+    return out
+
+
+@pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_code_blocks_of_the_page_run(page: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # pages that save files write them here
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    state = torch.random.get_rng_state()
+    try:
+        for i, (marker, code) in enumerate(_blocks(page)):
+            if marker == "skip":
+                continue
+            if marker.startswith("requires "):
+                for module in marker.split()[1:]:
+                    pytest.importorskip(module)
+            exec(compile(code, f"{page.relative_to(ROOT)}[block {i}]", "exec"), namespace)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def test_the_docs_helpers_import() -> None:
+    # the docs' helper modules are plain Python files; keep them importable in the test env
+    assert dist.Flow and params.Tensor
+    gen = _load(DOCS / "gen_bijector_table.py")
+    assert "Affine" in gen.render_table(bijector_classes())
+    importlib.import_module("flowtorch.bijectors")
