@@ -12,8 +12,11 @@ from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.conv import Invertible1x1Conv
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
 from flowtorch.bijectors.elementwise import ELU, Exp, LeakyReLU, Power, Sigmoid, Softplus, Tanh
+from flowtorch.bijectors.ffjord import FFJORD
 from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.bijectors.mode import BijectiveMode, CacheMissWarning
+from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
+from flowtorch.bijectors.naf import BlockNeuralAutoregressive, NeuralAutoregressive
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
 from flowtorch.bijectors.permute import Permute
 from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
@@ -21,6 +24,12 @@ from flowtorch.bijectors.reverse import Reverse
 from flowtorch.bijectors.spline import Spline, SplineAutoregressive
 
 __all__ = [
+    "FFJORD",
+    "UMNN",
+    "Bernstein",
+    "BlockNeuralAutoregressive",
+    "NeuralAutoregressive",
+    "SOSPolynomial",
     "AffineCoupling",
     "SplineCoupling",
     "ActNorm",

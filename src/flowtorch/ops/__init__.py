@@ -1,5 +1,16 @@
-"""Pure tensor operations used by flowtorch's bijectors."""
+"""Pure tensor operations used by flowtorch's bijectors: splines, quadrature, root finding, ODEs."""
 
+from flowtorch.ops.numerical import (
+    attach_root_gradient,
+    bisect_monotone,
+    clenshaw_curtis,
+    find_bracket,
+    gauss_legendre,
+    newton_monotone,
+    quadrature,
+    quadrature_rule,
+)
+from flowtorch.ops.ode import dopri5, odeint, odeint_adjoint, rk4
 from flowtorch.ops.spline import (
     circular_rational_quadratic_spline,
     identity_derivative,
@@ -8,8 +19,20 @@ from flowtorch.ops.spline import (
 )
 
 __all__ = [
+    "attach_root_gradient",
+    "bisect_monotone",
     "circular_rational_quadratic_spline",
+    "clenshaw_curtis",
+    "dopri5",
+    "find_bracket",
+    "gauss_legendre",
     "identity_derivative",
     "linear_rational_spline",
+    "newton_monotone",
+    "odeint",
+    "odeint_adjoint",
+    "quadrature",
+    "quadrature_rule",
     "rational_quadratic_spline",
+    "rk4",
 ]
