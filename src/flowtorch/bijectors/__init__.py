@@ -19,11 +19,20 @@ from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.bijectors.naf import BlockNeuralAutoregressive, NeuralAutoregressive
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
 from flowtorch.bijectors.permute import Permute
+from flowtorch.bijectors.planar import Planar, Radial
 from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
+from flowtorch.bijectors.residual import FixedPointWarning, InvertibleResNet, ResidualFlow
 from flowtorch.bijectors.reverse import Reverse
 from flowtorch.bijectors.spline import Spline, SplineAutoregressive
+from flowtorch.bijectors.sylvester import Sylvester
 
 __all__ = [
+    "FixedPointWarning",
+    "InvertibleResNet",
+    "Planar",
+    "Radial",
+    "ResidualFlow",
+    "Sylvester",
     "FFJORD",
     "UMNN",
     "Bernstein",

@@ -66,4 +66,4 @@ class Tensor(Parameters):
         batch = context.shape[: context.dim() - len(self.context_shape)]
         out = self.net(context.reshape(*batch, -1))
         chunks = out.split(self._sizes, dim=-1)
-        return tuple(p + c.reshape(*batch, *s) for p, c, s in zip(self.params, chunks, self.param_shapes))
+        return tuple(p + c.reshape(batch + s) for p, c, s in zip(self.params, chunks, self.param_shapes))

@@ -1,0 +1,559 @@
+"""Residual flows: :math:`y = x + g(x)` with a contractive network :math:`g`.
+
+Invertible ResNets (Behrmann et al. 2019) and Residual Flows (Chen et al. 2019) keep the
+Lipschitz constant of :math:`g` below one by spectral normalisation of its linear layers. Then
+
+* the inverse is the fixed point of :math:`x \\mapsto y - g(x)` (Banach iteration);
+* :math:`\\log|\\det(I + J_g)| = \\sum_{k \\ge 1} \\frac{(-1)^{k+1}}{k} \\operatorname{tr}(J_g^k)`,
+  estimated with vector-Jacobian products, or computed exactly from the full Jacobian when the
+  event is small.
+
+The log-det is the expensive part of a forward pass, which makes these flows the place where
+``BijectiveMode(requires_ladj=False)`` pays: the forward records the normalised weights and
+leaves the log-det to a later ``log_abs_det_jacobian`` call (or to none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.distributions import constraints
+
+from flowtorch.bijectors.base import Bijector, Params
+
+__all__ = ["FixedPointWarning", "InvertibleResNet", "ResidualFlow", "SpectralNormLinear"]
+
+ESTIMATORS = ("auto", "exact", "series", "roulette")
+
+
+class FixedPointWarning(UserWarning):
+    """A fixed-point iteration of a residual flow stopped at ``max_iter`` before reaching ``tol``."""
+
+
+def _lipswish(x: torch.Tensor) -> torch.Tensor:
+    # x sigmoid(x) has Lipschitz constant 1.0998; dividing by 1.1 makes it 1-Lipschitz
+    return x * torch.sigmoid(x) / 1.1
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "lipswish": _lipswish,
+    "elu": F.elu,
+    "tanh": torch.tanh,
+}
+
+
+def _default_tol(dtype: torch.dtype) -> float:
+    """Relative tolerance of the fixed-point iterations: 1e-12 in float64, 6e-6 in float32."""
+    return max(1e-12, 50.0 * torch.finfo(dtype).eps)
+
+
+class SpectralNormLinear(nn.Module):
+    r"""A linear layer :math:`x \mapsto \tilde W x + b` with spectral norm at most ``coefficient``.
+
+    .. math:: \tilde W = W / \max\big(1, \hat\sigma(W) / c\big),
+
+    where :math:`\hat\sigma(W)` is the largest singular value of :math:`W`. By default it is
+    estimated by power iteration, warm-started from the buffer ``u`` and run at every call
+    until the extrapolated error of :math:`\hat\sigma` is below ``power_tol`` (relative;
+    default ``100 eps``) or ``power_max_iter`` steps, so a forward pass and a later inverse pass
+    see the same map. ``u`` is written back only when the estimate improved, so the buffer's
+    version counter (which ``BijectiveMode`` checks) moves only when it must. The gradient flows
+    through :math:`\hat\sigma = u^\top W v` with :math:`u, v` held fixed, the derivative of the
+    top singular value.
+
+    Power iteration approaches :math:`\sigma` from below at the rate
+    :math:`(\sigma_2/\sigma_1)^2` per step: when the two largest singular values nearly
+    coincide, a call may stop short (at ``power_max_iter``, or where float rounding hides the
+    progress) and leave :math:`\|\tilde W\|` a little above :math:`c` (by 0.3% in the worst of
+    2000 random 5x3 float32 matrices at their first call); later calls continue from there.
+    ``exact=True`` computes :math:`\sigma` by singular values instead: exact and without state,
+    at a higher cost for larger matrices.
+
+    Reference: Miyato et al., "Spectral Normalization for Generative Adversarial Networks", 2018.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.bijectors.residual import SpectralNormLinear
+        >>> _ = torch.manual_seed(0)
+        >>> layer = SpectralNormLinear(3, 5, coefficient=0.9)
+        >>> bool(torch.linalg.matrix_norm(layer.normalized_weight(), 2) <= 0.9 * (1 + 1e-4))
+        True
+    """
+
+    u: torch.Tensor
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        coefficient: float = 0.9,
+        bias: bool = True,
+        power_tol: float | None = None,
+        power_max_iter: int = 500,
+        exact: bool = False,
+    ) -> None:
+        super().__init__()
+        if not coefficient > 0.0:
+            raise ValueError(f"SpectralNormLinear: coefficient must be positive, got {coefficient}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.coefficient = float(coefficient)
+        self.power_tol = power_tol
+        self.power_max_iter = int(power_max_iter)
+        self.exact = bool(exact)
+        linear = nn.Linear(in_features, out_features, bias=bias)  # its initialisation
+        self.weight = nn.Parameter(linear.weight.detach().clone())
+        self.bias = nn.Parameter(linear.bias.detach().clone()) if bias else None
+        self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
+
+    @torch.no_grad()
+    def _power_iteration(self) -> tuple[torch.Tensor, torch.Tensor]:
+        w, u = self.weight, self.u
+        eps, tiny = torch.finfo(w.dtype).eps, torch.finfo(w.dtype).tiny
+        tol = self.power_tol if self.power_tol is not None else 100.0 * eps
+        first = previous = change = -1.0
+        v = u.new_empty(self.in_features)
+        for _ in range(self.power_max_iter):
+            v = w.mT @ u
+            v = v / torch.linalg.vector_norm(v).clamp_min(tiny)
+            wv = w @ v
+            sigma = float(torch.linalg.vector_norm(wv))
+            u = wv / max(sigma, tiny)
+            if first < 0:
+                first = sigma
+            elif previous >= 0:
+                last, change = change, abs(sigma - previous)
+                # the error left, extrapolated from the geometric rate of the last two changes
+                rate = min(change / last, 0.999) if last > 0 else 0.0
+                if change * (1.0 + rate / (1.0 - rate)) <= tol * sigma or change <= 4.0 * eps * sigma:
+                    break  # (the second test: progress below rounding, nothing more to gain)
+            previous = sigma
+        if sigma > first * (1.0 + 16.0 * eps):  # the warm start was not converged: keep the better one
+            self.u.copy_(u)
+        return u, v
+
+    def sigma(self) -> torch.Tensor:
+        """The largest singular value of ``weight``, estimated (or exact with ``exact=True``);
+        differentiable in ``weight``."""
+        if self.exact:
+            norm: torch.Tensor = torch.linalg.matrix_norm(self.weight, 2)
+            return norm
+        u, v = self._power_iteration()
+        return torch.dot(u, self.weight @ v)
+
+    def normalized_weight(self) -> torch.Tensor:
+        """:math:`\\tilde W`, shape ``(out_features, in_features)``."""
+        scale = (self.sigma() / self.coefficient).clamp_min(1.0)
+        return self.weight / scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.normalized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"coefficient={self.coefficient}, bias={self.bias is not None}, exact={self.exact}"
+        )
+
+
+def _broadcast(a: torch.Size, b: torch.Size) -> torch.Size:
+    """``torch.broadcast_shapes(a, b)`` without its Python overhead (the first call imports
+    ``torch._refs``)."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    n = max(len(a), len(b))
+    a_, b_ = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for i, j in zip(a_, b_):
+        if i != j and 1 not in (i, j):
+            raise ValueError(f"batch shapes {tuple(a)} and {tuple(b)} do not broadcast")
+        out.append(j if i == 1 else i)
+    return torch.Size(out)
+
+
+def _vjp(out: torch.Tensor, input: torch.Tensor, v: torch.Tensor, create: bool) -> torch.Tensor:
+    """``v^T d out / d input`` for every batch element (``v`` broadcasts against ``out``).
+
+    For a constant ``v`` this is the gradient of the scalar ``(out * v).sum()``, which spares
+    the first call of ``torch.autograd.grad`` with ``grad_outputs`` its import of sympy (over a
+    second). A ``v`` with a graph (a previous product, under ``create_graph``) must be passed as
+    ``grad_outputs``: the scalar form would differentiate ``v`` too.
+    """
+    if v.requires_grad:
+        grad_outputs = v.expand_as(out)
+        return torch.autograd.grad(out, input, grad_outputs, retain_graph=True, create_graph=create)[0]
+    return torch.autograd.grad((out * v).sum(), input, retain_graph=True, create_graph=create)[0]
+
+
+class _ImplicitInverse(torch.autograd.Function):
+    """Returns the fixed point ``x* = y - g(x*)`` (computed beforehand) with its implicit
+    gradients: ``(I + J_g)^T w = dL/dx`` is solved by the same Banach iteration, then
+    ``dL/dy = w`` and ``dL/dtheta = -(dg/dtheta)^T w``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, flow: ResidualFlow, x_star: torch.Tensor, y: torch.Tensor, *params: torch.Tensor
+    ) -> Any:
+        ctx.flow = flow
+        ctx.save_for_backward(x_star, *params)
+        return x_star.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_x: torch.Tensor) -> Any:
+        flow: ResidualFlow = ctx.flow
+        x_star, *params = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        with torch.enable_grad():
+            xs = x_star.detach().requires_grad_()
+            ps = [p.detach().requires_grad_(bool(n)) for p, n in zip(params, needs[3:])]
+            gx = flow._g(xs, ps)
+
+            def step(w: torch.Tensor) -> torch.Tensor:
+                return grad_x - _vjp(gx, xs, w, False)
+
+            w = flow._fixed_point(step, grad_x, "the backward pass of inverse")
+            wanted = [p for p in ps if p.requires_grad]
+            grads = iter(
+                torch.autograd.grad((gx * w).sum().neg(), wanted, allow_unused=True) if wanted else ()
+            )
+        return (None, None, w if needs[2] else None, *(next(grads) if p.requires_grad else None for p in ps))
+
+
+class ResidualFlow(Bijector):
+    r"""A residual block :math:`y = x + g(x)` with :math:`\mathrm{Lip}(g) < 1`, on a vector event.
+
+    :math:`g` is an MLP ``D -> hidden_dims -> D`` whose linear layers are spectrally normalised
+    to norm at most :math:`c` = ``coefficient`` (:class:`SpectralNormLinear`) with 1-Lipschitz
+    activations, so :math:`\mathrm{Lip}(g) \le c^{L}` for :math:`L` layers. A context, if any,
+    enters the first layer through an unconstrained linear map (it is not an input of the
+    bijection, so it needs no constraint).
+
+    **Inverse**: the Banach iteration :math:`x_{k+1} = y - g(x_k)` from :math:`x_0 = y`, batched,
+    until every element moves less than ``tol * (1 + |x|)`` (default: 1e-12 in float64, 6e-6 in
+    float32; the error is then at most :math:`\mathrm{Lip}(g)/(1 - \mathrm{Lip}(g))` times
+    that), or ``max_iter`` steps, after which a :class:`FixedPointWarning` says so. Gradients
+    through the inverse are the implicit ones (a second fixed-point solve in the backward pass).
+
+    **log|det J|** (``estimator``):
+
+    * ``"exact"``: :math:`\log|\det(I + J_g)|` from the full Jacobian (``D`` batched
+      vector-Jacobian products and a ``slogdet``), deterministic; for small ``D``;
+    * ``"series"``: the power series truncated after ``n_terms`` terms, each trace by
+      Hutchinson's estimator with ``n_samples`` Rademacher vectors (Behrmann et al.):
+      :math:`\sum_{k=1}^{n} \frac{(-1)^{k+1}}{k} v^\top J_g^k v`; biased by the truncation,
+      which is at most :math:`D \sum_{k>n} \mathrm{Lip}(g)^k / k`;
+    * ``"roulette"``: the unbiased Russian-roulette estimator (Chen et al.): the first
+      ``n_exact_terms`` terms always, then term :math:`k` with probability
+      :math:`(1-p)^{k - n_{exact}}` (``p = p_stop``), reweighted by its inverse; one draw of the
+      number of terms per call (at most ``max_terms``);
+    * ``"auto"`` (default): ``"exact"`` for ``D <= 4``, else ``"roulette"``.
+
+    The stochastic estimators draw from torch's global generator; under ``torch.no_grad`` they
+    build no graph. Gradients of the log-det come from differentiating the estimate
+    (``create_graph``), which is unbiased for ``"roulette"``.
+
+    Inside ``BijectiveMode(requires_ladj=False)`` a forward pass runs :math:`g` once and records
+    the normalised weights; ``log_abs_det_jacobian`` on the recorded pair computes the log-det
+    from them later, without normalising the weights again.
+
+    References: Behrmann et al., "Invertible Residual Networks", 2019; Chen et al., "Residual
+    Flows for Invertible Generative Modeling", 2019.
+
+    Args:
+        hidden_dims: hidden layer sizes of :math:`g` (at least one).
+        activation: ``"lipswish"`` (:math:`x\,\sigma(x)/1.1`, Chen et al.), ``"elu"`` (Behrmann et
+            al.) or ``"tanh"``.
+        coefficient: :math:`c \in (0, 1)`, the bound on each layer's spectral norm.
+        estimator: ``"auto"``, ``"exact"``, ``"series"`` or ``"roulette"``.
+        n_terms: terms of the truncated series.
+        n_samples: Hutchinson vectors per call (``"series"`` and ``"roulette"``).
+        n_exact_terms: terms the roulette estimator always includes.
+        p_stop: the roulette's geometric stopping probability.
+        max_terms: cap on the roulette's number of terms.
+        tol: relative tolerance of the fixed-point inverse (default by dtype, see above).
+        max_iter: iteration cap of the fixed-point inverse.
+        spectral: ``"power"`` (power iteration, see :class:`SpectralNormLinear`) or ``"exact"``
+            (singular values: a guaranteed bound, slower for large layers).
+        power_tol: relative tolerance of the power iterations (default ``100 eps``).
+
+    Shapes: ``x`` is ``sample + batch + (D,)``; a context ``context_batch + context_shape``
+    broadcasts against ``sample + batch``.
+
+    Example:
+        >>> import torch, flowtorch
+        >>> from flowtorch.bijectors.residual import ResidualFlow
+        >>> b = ResidualFlow(hidden_dims=(16,))(shape=torch.Size([2]))
+        >>> x = torch.randn(5, 2)
+        >>> y, ladj = b.forward_and_ladj(x)
+        >>> torch.allclose(b.inverse(y), x, atol=1e-5), ladj.shape
+        (True, torch.Size([5]))
+        >>> with flowtorch.BijectiveMode():
+        ...     b.inverse(b.forward(x)) is x
+        True
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    _act: Callable[[torch.Tensor], torch.Tensor]
+
+    def __init__(
+        self,
+        params_fn: Any = None,
+        *,
+        shape: torch.Size | tuple[int, ...],
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+        hidden_dims: Sequence[int] = (64, 64),
+        activation: str = "lipswish",
+        coefficient: float = 0.9,
+        estimator: str = "auto",
+        n_terms: int = 8,
+        n_samples: int = 1,
+        n_exact_terms: int = 2,
+        p_stop: float = 0.5,
+        max_terms: int = 64,
+        tol: float | None = None,
+        max_iter: int = 500,
+        spectral: str = "power",
+        power_tol: float | None = None,
+    ) -> None:
+        name = type(self).__name__
+        if params_fn is not None:
+            raise TypeError(
+                f"{name} keeps its network on itself and takes no conditioner (params_fn), got "
+                f"{params_fn!r}; a context_shape makes it conditional"
+            )
+        shape = torch.Size(shape)
+        if len(shape) != 1:
+            raise ValueError(f"{name} acts on a vector event (shape (D,)), got shape {tuple(shape)}")
+        hidden = tuple(int(h) for h in hidden_dims)
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(
+                f"{name}: hidden_dims must be one or more positive sizes, got {tuple(hidden_dims)}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"{name}: activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 < coefficient < 1.0:
+            raise ValueError(
+                f"{name}: coefficient must be in (0, 1) for an invertible block, got {coefficient}"
+            )
+        if spectral not in ("power", "exact"):
+            raise ValueError(f"{name}: spectral must be 'power' or 'exact', got {spectral!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"{name}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        for arg, value, low in (
+            ("n_terms", n_terms, 1),
+            ("n_samples", n_samples, 1),
+            ("n_exact_terms", n_exact_terms, 0),
+            ("max_iter", max_iter, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: {arg} must be an integer >= {low}, got {value!r}")
+        if not 0.0 < p_stop < 1.0:
+            raise ValueError(f"{name}: p_stop must be in (0, 1), got {p_stop}")
+        if isinstance(max_terms, bool) or not isinstance(max_terms, int) or max_terms < max(n_exact_terms, 1):
+            raise ValueError(
+                f"{name}: max_terms must be an integer >= max(n_exact_terms, 1), got {max_terms!r}"
+            )
+        if tol is not None and not tol > 0:
+            raise ValueError(f"{name}: tol must be positive, got {tol}")
+        self.hidden_dims = hidden
+        self.activation = activation
+        self.coefficient = float(coefficient)
+        d = shape[0]
+        self.estimator = ("exact" if d <= 4 else "roulette") if estimator == "auto" else estimator
+        self.n_terms, self.n_samples = n_terms, n_samples
+        self.n_exact_terms, self.p_stop, self.max_terms = n_exact_terms, float(p_stop), max_terms
+        self.tol, self.max_iter = tol, max_iter
+        self.spectral = spectral
+        super().__init__(None, shape=shape)
+        dims = (d, *hidden, d)
+        self.layers = nn.ModuleList(
+            SpectralNormLinear(i, o, coefficient, power_tol=power_tol, exact=spectral == "exact")
+            for i, o in zip(dims[:-1], dims[1:])
+        )
+        self.context_shape = None if context_shape is None else torch.Size(context_shape)
+        self.context_layer = (
+            nn.Linear(self.context_shape.numel(), hidden[0], bias=False)
+            if self.context_shape is not None
+            else None
+        )
+        self._act = ACTIVATIONS[activation]
+
+    # ------------------------------------------------------------------ the network
+    def _params(self, input: torch.Tensor | None, context: torch.Tensor | None) -> Params:
+        """The normalised weights, then the biases (the first with the context's term)."""
+        weights = [layer.normalized_weight() for layer in self._linears()]
+        biases = [layer.bias for layer in self._linears()]
+        if self.context_layer is not None and context is not None:
+            assert self.context_shape is not None
+            batch = context.shape[: context.dim() - len(self.context_shape)]
+            biases[0] = biases[0] + self.context_layer(context.reshape(*batch, -1))
+        return (*weights, *biases)
+
+    def _linears(self) -> list[SpectralNormLinear]:
+        return [cast(SpectralNormLinear, layer) for layer in self.layers]
+
+    def _g(self, x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        n = len(self.layers)
+        h = x
+        for i in range(n):
+            h = F.linear(h, params[i]) + params[n + i]
+            if i < n - 1:
+                h = self._act(h)
+        return h
+
+    def _batch(self, x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Size:
+        """The broadcast batch shape of ``x`` and the context's term."""
+        return _broadcast(x.shape[:-1], params[len(self.layers)].shape[:-1])
+
+    # ------------------------------------------------------------------ log|det J|
+    def _g_and_logdet(
+        self, x: torch.Tensor, params: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``g(x)`` and ``log|det(I + J_g(x))|``, differentiable when gradients are on."""
+        create = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+        if not create:
+            params = [p.detach() for p in params]
+            x = x.detach()
+        inference = torch.is_inference_mode_enabled()
+        off = torch.inference_mode(False) if inference else contextlib.nullcontext()
+        with off, torch.enable_grad():
+            if inference:  # inference tensors cannot enter an autograd graph
+                x, params = x.clone(), [p.clone() for p in params]
+            xe = x.expand(*self._batch(x, params), x.shape[-1])
+            if not xe.requires_grad:
+                xe = xe.detach().requires_grad_()
+            gx = self._g(xe, params)
+            logdet = self._logdet(gx, xe, create)
+        if not create:
+            gx, logdet = gx.detach(), logdet.detach()
+        return gx, logdet
+
+    def _logdet(self, gx: torch.Tensor, xe: torch.Tensor, create: bool) -> torch.Tensor:
+        if self.estimator == "exact":
+            return self._exact_logdet(gx, xe, create)
+        if self.estimator == "series":
+            weights = [(-1.0) ** (k + 1) / k for k in range(1, self.n_terms + 1)]
+        else:
+            n = self.n_exact_terms + int(torch.empty(()).geometric_(self.p_stop).item()) - 1
+            n = min(n, self.max_terms)
+            weights = [
+                (-1.0) ** (k + 1) / k / (1.0 - self.p_stop) ** max(0, k - self.n_exact_terms)
+                for k in range(1, n + 1)
+            ]
+        return self._series_logdet(gx, xe, weights, create)
+
+    @staticmethod
+    def _exact_logdet(gx: torch.Tensor, xe: torch.Tensor, create: bool) -> torch.Tensor:
+        d = gx.shape[-1]
+        eye = torch.eye(d, dtype=gx.dtype, device=gx.device)
+        # row i of J_g is e_i^T J_g: one backward pass each
+        rows = [_vjp(gx, xe, eye[i], create) for i in range(d)]
+        logabsdet: torch.Tensor = torch.linalg.slogdet(eye + torch.stack(rows, dim=-2))[1]
+        return logabsdet
+
+    def _series_logdet(
+        self, gx: torch.Tensor, xe: torch.Tensor, weights: Sequence[float], create: bool
+    ) -> torch.Tensor:
+        """``sum_k weights[k-1] * v^T J_g^k v``, averaged over ``n_samples`` Rademacher ``v``."""
+        total = gx.new_zeros(gx.shape[:-1])
+        for _ in range(self.n_samples):
+            v = torch.randint(0, 2, gx.shape, dtype=gx.dtype, device=gx.device) * 2.0 - 1.0
+            w = v
+            for c in weights:
+                w = _vjp(gx, xe, w, create)
+                total = total + c * (w * v).sum(-1)
+        return total / self.n_samples
+
+    # ------------------------------------------------------------------ the inverse
+    def _fixed_point(
+        self, step: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, what: str
+    ) -> torch.Tensor:
+        """Iterates ``x <- step(x)`` from ``start`` until every element moves less than
+        ``tol * (1 + |x|)``; warns after ``max_iter`` steps."""
+        tol = self.tol if self.tol is not None else _default_tol(start.dtype)
+        x = start
+        change = math.inf
+        for _ in range(self.max_iter):
+            new = step(x)
+            moved = (new - x).abs()
+            x = new
+            if bool((moved <= tol * (1.0 + x.abs())).all()):
+                return x
+            change = float(moved.max())
+        warnings.warn(
+            f"{type(self).__name__}: {what} did not converge to tol={tol:g} in max_iter={self.max_iter} "
+            f"iterations (largest change in the last one: {change:.3g}); raise max_iter or tol, or lower "
+            f"coefficient={self.coefficient}. Inside flowtorch.BijectiveMode() a flow's own samples are "
+            "inverted from the cache, and Flow.rsample_and_log_prob needs no inverse",
+            FixedPointWarning,
+            stacklevel=4,
+        )
+        return x
+
+    def _solve(self, y: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x*, y expanded to the batch)``: the fixed point, without gradients."""
+        ye = y.expand(*self._batch(y, params), y.shape[-1])
+        with torch.no_grad():
+            fixed = [p.detach() for p in params]
+            yd = ye.detach()
+            x = self._fixed_point(lambda x: yd - self._g(x, fixed), yd, "inverse")
+        return x, ye
+
+    def _differentiable(self, y: torch.Tensor, params: Sequence[torch.Tensor]) -> bool:
+        return torch.is_grad_enabled() and (y.requires_grad or any(p.requires_grad for p in params))
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        x, ye = self._solve(y, params)
+        if self._differentiable(y, params):
+            x = _ImplicitInverse.apply(self, x, ye, *params)
+        return x
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        x_star, ye = self._solve(y, params)
+        if self._differentiable(y, params):
+            x = _ImplicitInverse.apply(self, x_star, ye, *params)
+            # a second node for the log-det, so that its graph does not hold the returned x
+            x_in = _ImplicitInverse.apply(self, x_star, ye, *params)
+        else:
+            x, x_in = x_star, x_star.detach()
+        return x, self._g_and_logdet(x_in, params)[1]
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return x + self._g(x, params)
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        gx, logdet = self._g_and_logdet(x, params)
+        return x + gx, logdet
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._g_and_logdet(x, params)[1]
+
+    def lipschitz_bound(self) -> float:
+        """An upper bound on :math:`\\mathrm{Lip}(g)`: the product of the layers' spectral norms."""
+        with torch.no_grad():
+            bound = 1.0
+            for layer in self._linears():
+                bound *= float(torch.linalg.matrix_norm(layer.normalized_weight(), 2))
+            return bound
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, hidden_dims={self.hidden_dims}, activation={self.activation!r}, "
+            f"coefficient={self.coefficient}, estimator={self.estimator!r}"
+        )
+
+
+#: Behrmann et al.'s name: ``InvertibleResNet(estimator="series", activation="elu")`` is their block.
+InvertibleResNet = ResidualFlow
