@@ -44,7 +44,7 @@ def typecheck(session: nox.Session) -> None:
 def examples(session: nox.Session) -> None:
     """Runs every example in its short smoke mode."""
     _install(session, DEFAULT_TORCH, "examples")
-    for script in ("two_moons.py", "neals_funnel_vi.py", "bivariate_normal.py"):
+    for script in ("two_moons.py", "neals_funnel_vi.py", "bivariate_normal.py", "energy_vi.py"):
         session.run("python", f"examples/{script}", "--smoke", "--no-progress")
     session.run("python", "examples/ddp_train.py", "--smoke")
 
