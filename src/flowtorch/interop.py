@@ -163,10 +163,12 @@ class BijectorTransform(Transform):
 
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The bijector's domain; its ``event_dim`` is the number of event dims."""
         return self.bijector.domain
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The bijector's codomain; its ``event_dim`` is the number of output event dims."""
         return self.bijector.codomain
 
     @property
@@ -189,6 +191,7 @@ class BijectorTransform(Transform):
         return self.bijector.inverse_shape(torch.Size(shape))
 
     def with_cache(self, cache_size: int = 1) -> BijectorTransform:
+        """The same transform with torch's single-value cache (``cache_size=1``) or none (``0``)."""
         if cache_size == self._cache_size:
             return self
         return BijectorTransform(self.bijector, self.context, cache_size)

@@ -37,6 +37,16 @@ class Plan(Generic[T]):
         **kwargs: keyword arguments passed to ``cls`` when built; they take precedence over
             arguments with the same name given when the plan is called, except those that are
             ``None``.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> from flowtorch.lazy import Plan
+        >>> plan = Plan(bij.AffineFixed, scale=2.0)  # the same as bij.AffineFixed(scale=2.0)
+        >>> plan
+        Plan(AffineFixed, scale=2.0)
+        >>> plan(shape=torch.Size([2])).forward(torch.ones(2))
+        tensor([2., 2.])
     """
 
     __slots__ = ("args", "cls", "kwargs")
@@ -71,6 +81,19 @@ class LazyModule(torch.nn.Module):
     bijectors, ``"param_shapes"`` for conditioners). ``cls(..., shape=s)`` builds an instance;
     ``cls(...)`` without it returns ``Plan(cls, ...)``. Pickling and ``copy.deepcopy`` pass the
     key back, so they rebuild instances, never plans.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.lazy import LazyModule
+        >>> class Scale(LazyModule):
+        ...     _plan_key = "size"
+        ...     def __init__(self, factor: float = 1.0, *, size: int) -> None:
+        ...         super().__init__()
+        ...         self.weight = torch.nn.Parameter(torch.full((size,), factor))
+        >>> Scale(2.0)
+        Plan(Scale, 2.0)
+        >>> Scale(2.0)(size=3).weight.shape
+        torch.Size([3])
     """
 
     _plan_key: str = "shape"

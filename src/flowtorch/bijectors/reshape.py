@@ -223,6 +223,12 @@ class Unsqueeze(Squeeze):
     A multi-scale flow that keeps the event shape of the data ends each scale with it (see
     :class:`~flowtorch.bijectors.combine.FactorOut`). ``C`` must be divisible by :math:`f^2`.
 
+    References: Dinh et al., "Density estimation using Real NVP", 2017; Kingma and Dhariwal,
+    "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018.
+
+    Args:
+        factor: the block size :math:`f`.
+
     Example:
         >>> import torch
         >>> from flowtorch.bijectors.reshape import Squeeze, Unsqueeze

@@ -19,6 +19,14 @@ class NealsFunnel(Distribution):
 
     Events are :math:`(x, v)` (flowtorch 0.8's order). Reference: Neal, "Slice sampling", 2003.
 
+    .. math:: \log p(x, v) = \log \mathcal N(v; 0, 3^2) + \log \mathcal N(x; 0, e^{v}).
+
+    Args:
+        validate_args: as for ``torch.distributions``.
+
+    Shapes: ``sample`` and ``rsample`` return ``sample_shape + (2,)``; ``log_prob(value)`` returns
+    ``value``'s shape without its last dim.
+
     Example:
         >>> import torch
         >>> from flowtorch.distributions import NealsFunnel

@@ -12,7 +12,7 @@ __all__ = ["Parameters"]
 
 
 class Parameters(LazyModule):
-    """Maps a bijector's input (and context) to the bijector's unconstrained parameters.
+    r"""Maps a bijector's input (and context) to the bijector's unconstrained parameters.
 
     A conditioner is built by its bijector, which passes ``param_shapes`` (the shape of each
     parameter for one event), ``input_shape`` (the bijector's event shape) and
@@ -21,7 +21,27 @@ class Parameters(LazyModule):
 
     ``forward(input, context)`` returns one tensor per parameter, of shape
     ``batch + param_shape`` where ``batch`` broadcasts the batch dims of ``input`` and
-    ``context`` (a parameter that does not depend on either may omit them).
+    ``context`` (a parameter that does not depend on either may omit them):
+
+    .. math:: \theta = g_\phi(x_{\text{read}}, c).
+
+    Args:
+        param_shapes: the shape of each parameter for one event.
+        input_shape: the event shape of ``input`` (what the bijector passes to the conditioner).
+        context_shape: the event shape of the context, or ``None``.
+
+    Reference: the hypernetworks of Ha et al., "HyperNetworks", 2017, as used by MADE-based
+    flows (Papamakarios et al., "Masked Autoregressive Flow for Density Estimation", 2017).
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.parameters import Parameters
+        >>> class Zeros(Parameters):
+        ...     def forward(self, input=None, context=None):
+        ...         return tuple(torch.zeros(s) for s in self.param_shapes)
+        >>> cond = Zeros()(param_shapes=[torch.Size([2])], input_shape=torch.Size([2]))
+        >>> cond(torch.randn(3, 2))
+        (tensor([0., 0.]),)
     """
 
     _plan_key = "param_shapes"
