@@ -219,7 +219,8 @@ def _versions(key: torch.Tensor, out: torch.Tensor, context: torch.Tensor | None
 
 
 def _storage(t: torch.Tensor) -> int:
-    return int(t.untyped_storage().data_ptr())
+    # the storage's address without ``untyped_storage()``, which the mode itself would intercept
+    return int(t.data_ptr()) - int(t.storage_offset()) * t.element_size()
 
 
 _C = torch._C

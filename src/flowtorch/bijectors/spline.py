@@ -60,7 +60,7 @@ class Spline(Bijector):
     ) -> None:
         if order not in ("linear", "quadratic"):
             raise ValueError(f"{type(self).__name__}: order must be 'linear' or 'quadratic', got {order!r}")
-        if int(count_bins) < 1:
+        if int(count_bins) != count_bins or int(count_bins) < 1:
             raise ValueError(
                 f"{type(self).__name__}: count_bins must be a positive integer, got {count_bins}"
             )

@@ -224,6 +224,8 @@ class Flow(nn.Module, Distribution):
         context = self._context_for(context)
         if self._validate_args:
             self._validate_sample(value)
+            if not bool(torch.isfinite(value).all()):  # the support check lets inf through
+                raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
         z, ladj = self.bijector.inverse_and_ladj(value, context)
         return self.base_dist.log_prob(z) - ladj
 
