@@ -7,7 +7,11 @@ Benchmarks:
   ``Flow.rsample_and_log_prob`` (one pass);
 * ``mode_overhead``: a small MLP training step with no mode, inside a do-nothing
   ``TorchFunctionMode`` and inside ``BijectiveMode``, the modes entered once or per step;
-* ``import_time``: ``import flowtorch`` against ``import torch`` in fresh subprocesses.
+* ``import_time``: ``import flowtorch`` against ``import torch`` in fresh subprocesses;
+* against a hand-written floor, the peers (zuko, nflows, normflows, Pyro) and flowtorch 0.8
+  (``compare.py``): ``maf_step``, ``iaf_step``, ``spline_ar_step``, ``spline_coupling_step``,
+  ``build_time``, ``batch_scaling``, ``dim_scaling``, ``compile_step``. These run at one torch
+  thread and at torch's default thread count (``--thread-settings``).
 
 Candidates are timed in interleaved rounds (see ``_timing.py``); the figures to read are the
 ratios, because the machines we run on are shared and noisy.
@@ -23,6 +27,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +39,10 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import compare
+import peers
 from _timing import CLOCKS, Candidate, Clock, Result, Stats, format_table, looped, measure
+from floors import PassThroughMode
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -86,19 +94,6 @@ def ratio_dict(results: Sequence[Result], numerator: str, denominator: str) -> d
 
 def results_dict(results: Sequence[Result], baseline: str) -> dict[str, Any]:
     return {"baseline": baseline, "candidates": [r.to_dict() for r in results]}
-
-
-class PassThroughMode(TorchFunctionMode):
-    """A ``TorchFunctionMode`` that does nothing but call the function it intercepts."""
-
-    def __torch_function__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        return func(*args, **(kwargs or {}))
 
 
 def make_iaf(dim: int, layers: int = 5, hidden: tuple[int, ...] = (64, 64), seed: int = 0) -> dist.Flow:
@@ -456,6 +451,9 @@ def _git_revision() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "src_modified": modified}
 
 
+ALL_BENCHMARKS = [*BENCHMARKS, *compare.BENCHMARKS]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -463,9 +461,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=sorted(BENCHMARKS),
+        choices=ALL_BENCHMARKS,
         metavar="NAME",
-        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+        help=f"run only this benchmark (repeatable): {', '.join(ALL_BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--thread-settings",
+        default="1,0",
+        help="torch thread counts for the comparisons with the floor and the peers, comma-separated; "
+        "0 is torch's default (default: 1,0)",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed rounds per benchmark (default: per benchmark)"
@@ -496,10 +500,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    default_threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     cfg = Config(repeats=args.repeats, quick=args.quick, clock=CLOCKS[args.clock])
-    names = args.only or list(BENCHMARKS)
+    thread_settings = tuple(
+        dict.fromkeys(int(t) or default_threads for t in args.thread_settings.split(",") if t.strip())
+    )
+    settings = compare.Settings(
+        quick=args.quick,
+        repeats=args.repeats,
+        target_s=cfg.target_s,
+        clock=cfg.clock,
+        threads=thread_settings,
+    )
+    names = args.only or ALL_BENCHMARKS
+    peer_versions = peers.import_peers() if any(n in compare.BENCHMARKS for n in names) else {}
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
@@ -509,6 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "threads_arg": args.threads,
+        "default_threads": default_threads,
+        "thread_settings": list(thread_settings),
+        "peers": peer_versions,
         "quick": args.quick,
         "clock": args.clock,
         "repeats_arg": args.repeats,
@@ -522,11 +541,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (" (quick)" if args.quick else ""),
         flush=True,
     )
+    if peer_versions:
+        print("peers: " + ", ".join(f"{k} {v}" for k, v in peer_versions.items()), flush=True)
     results: dict[str, Any] = {}
     for name in names:
         print(f"\n=== {name} ===", flush=True)
-        results[name] = BENCHMARKS[name](cfg)
-    payload = {"meta": meta, "benchmarks": results}
+        start = time.perf_counter()
+        if name in BENCHMARKS:
+            results[name] = BENCHMARKS[name](cfg)
+        else:
+            results[name] = compare.BENCHMARKS[name](settings)
+        results[name]["elapsed_s"] = time.perf_counter() - start
+        print(f"({name}: {results[name]['elapsed_s']:.0f} s)", flush=True)
+    rows = compare.targets(results)
+    compare.print_targets(rows)
+    payload = {"meta": meta, "benchmarks": results, "targets": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {args.json}")
