@@ -20,6 +20,10 @@ class Affine(Bijector):
     :math:`\log|\det J| = \sum_i s_i`. The conditioner emits :math:`(\mu, s)`; :math:`s` is clamped
     to ``[log_scale_min_clip, log_scale_max_clip]`` to keep training stable.
 
+    Reference: Dinh et al., "NICE: Non-linear Independent Components Estimation", 2015 (its
+    diagonal scaling layer); Dinh et al., "Density estimation using Real NVP", 2017 (the
+    :math:`\exp(s)` parametrisation of the scale).
+
     Args:
         params_fn: conditioner plan; default ``flowtorch.parameters.Tensor()`` (free parameters,
             or an affine function of the context).
@@ -136,6 +140,15 @@ class AffineAutoregressive(Affine):
 
 class AffineFixed(Bijector):
     r"""Elementwise affine map with fixed numbers: :math:`y = \text{loc} + \text{scale}\cdot x`.
+
+    :math:`\log|\det J| = \sum_i \log|\text{scale}|` over the event; no learnable parameters.
+
+    Reference: the same map as ``torch.distributions.transforms.AffineTransform`` (PyTorch
+    documentation) with scalar ``loc`` and ``scale``; there is no paper behind it.
+
+    Args:
+        loc: the shift.
+        scale: the scale; must be non-zero (negative flips the sign).
 
     Example:
         >>> import torch

@@ -91,6 +91,9 @@ class Bijector(LazyModule):
         k = self._raw_event_dim()
         self._elem_shape = self.shape[: len(self.shape) - k]  # dims the raw log-det still has
         self._sum_dims = tuple(range(-len(self._elem_shape), 0))
+        # whether the output of an inverse (index 0) or forward (index 1) call has the raw log-det's
+        # event dims, so that a log-det of the output's shape needs no broadcast
+        self._ladj_like_output = (self.shape == self._elem_shape, self.out_shape == self._elem_shape)
         self.domain = constraints.independent(cls.domain, len(self.shape) - cls.domain.event_dim)
         self.codomain = constraints.independent(cls.codomain, len(self.out_shape) - cls.codomain.event_dim)
         self.params_fn: torch.nn.Module | None = None
@@ -180,7 +183,7 @@ class Bijector(LazyModule):
         return cache[1]
 
     def _state_version(self) -> int:
-        return sum(t._version for t in self._state_tensors())
+        return sum([t._version for t in self._state_tensors()])
 
     def _cacheable(self) -> bool:
         """Whether calls can be cached now.
@@ -202,8 +205,9 @@ class Bijector(LazyModule):
                 f"{type(self).__name__}: {name} must be a torch.Tensor, got {type(value).__name__}"
             )
         event = self.shape if forward else self.out_shape
-        n = len(event)
-        if value.shape[value.dim() - n :] != event or value.dim() < n:
+        shape = value.shape
+        k = len(shape) - len(event)
+        if k < 0 or shape[k:] != event:
             raise ValueError(
                 f"{type(self).__name__}: {name} has shape {tuple(value.shape)}, but its trailing "
                 f"dims must be the event shape {tuple(event)}"
@@ -218,7 +222,7 @@ class Bijector(LazyModule):
             raise ValueError(
                 f"{type(self).__name__} is conditional (context_shape={tuple(cs)}), but no context was given"
             )
-        elif context.shape[context.dim() - len(cs) :] != cs or context.dim() < len(cs):
+        elif context.dim() < len(cs) or context.shape[context.dim() - len(cs) :] != cs:
             raise ValueError(
                 f"{type(self).__name__}: context has shape {tuple(context.shape)}, but its trailing "
                 f"dims must be the context shape {tuple(cs)}"
@@ -227,10 +231,12 @@ class Bijector(LazyModule):
     def _reduce(self, ladj: torch.Tensor, out: torch.Tensor, forward: bool) -> torch.Tensor:
         """Broadcasts a raw log|det J| to the elements of ``out`` (the output of a ``forward`` or
         inverse call) and sums it to the batch shape."""
-        n = len(self.out_shape if forward else self.shape)
-        full = out.shape[: out.dim() - n] + self._elem_shape
-        if ladj.shape != full:
-            ladj = ladj.expand(full)
+        shape = out.shape
+        # An elementwise log-det of the output's shape needs no broadcast (the common case).
+        if shape != ladj.shape or not self._ladj_like_output[forward]:
+            full = shape[: len(shape) - len(self.out_shape if forward else self.shape)] + self._elem_shape
+            if ladj.shape != full:
+                ladj = ladj.expand(full)
         if self._sum_dims:
             ladj = ladj.sum(self._sum_dims)
         return ladj
@@ -311,7 +317,11 @@ class Bijector(LazyModule):
     def _recorded(self, value: torch.Tensor, forward: bool, context: torch.Tensor | None = None) -> bool:
         """Whether a fresh cache entry says ``value`` is the output of this bijector's ``forward``
         (``forward=True``) or ``inverse`` call with ``context``. Always False outside a mode."""
-        return _mode.current_scope() is not None and _mode.lookup(value, self, forward, context) is not None
+        scope = _mode.current_scope()
+        if scope is None:
+            return False
+        with _mode.quiet(scope):
+            return _mode.lookup(value, self, forward, context) is not None
 
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
@@ -321,7 +331,10 @@ class Bijector(LazyModule):
         Inside ``BijectiveMode``, a pair this bijector recorded is served from the cache.
         """
         scope = _mode.current_scope()
-        if scope is not None:
+        if scope is None:
+            self._check(x, context, True)
+            return self._ladj_from_values(x, y, context)
+        with _mode.quiet(scope):  # see ``_call``
             entry = _mode.lookup(y, self, True, context)
             if entry is None or entry.key is not x:
                 entry = _mode.lookup(x, self, False, context)
@@ -339,14 +352,23 @@ class Bijector(LazyModule):
                     _mode.CacheMissWarning,
                     stacklevel=2,
                 )
-        self._check(x, context, True)
-        return self._ladj_from_values(x, y, context)
+            self._check(x, context, True)
+            return self._ladj_from_values(x, y, context)
 
     def _call(
         self, value: torch.Tensor, context: torch.Tensor | None, forward: bool, need_ladj: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         scope = _mode.current_scope()
-        if scope is not None:
+        if scope is None:
+            self._check(value, context, forward)
+            if forward:
+                out, ladj, _ = self._forward_with_params(value, context, need_ladj)
+            else:
+                out, ladj, _ = self._inverse_with_params(value, context, need_ladj)
+            return out, ladj
+        # Inside a mode, the cache bookkeeping and the maths run with the mode off the
+        # torch-function stack: none of their tensor ops and attribute reads is intercepted.
+        with _mode.quiet(scope):
             # ``value`` may be the output of the opposite call: then the answer is its key.
             entry = _mode.lookup(value, self, not forward, context)
             if entry is not None:
@@ -357,13 +379,7 @@ class Bijector(LazyModule):
                         x, y = (value, entry.key) if forward else (entry.key, value)
                         ladj = self._ladj_from_values(x, y, context, entry.params)
                 return entry.key, ladj
-        self._check(value, context, forward)
-        if scope is None:
-            if forward:
-                out, ladj, _ = self._forward_with_params(value, context, need_ladj)
-            else:
-                out, ladj, _ = self._inverse_with_params(value, context, need_ladj)
-            return out, ladj
+            self._check(value, context, forward)
         compute = need_ladj or scope.requires_ladj
         with _mode.suspended(scope):
             if forward:
@@ -372,6 +388,7 @@ class Bijector(LazyModule):
             else:
                 out, ladj, params = self._inverse_with_params(value, context, compute)
                 stores = self._stores_inverse_ladj
+        # (outside the ``with``: under ``torch.compile``, ``record`` is a graph break)
         _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
         return out, ladj
 

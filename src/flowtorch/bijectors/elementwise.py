@@ -23,7 +23,10 @@ def _tiny(t: torch.Tensor) -> float:
 
 
 class Exp(Bijector):
-    r""":math:`y = e^x`, :math:`\log|dy/dx| = x`.
+    r""":math:`y = e^x`, :math:`\log|dy/dx| = x`; the inverse is :math:`x = \log y`.
+
+    Shapes: ``x`` is ``sample + batch + shape`` (elementwise, any event shape); log|det J| is
+    ``sample + batch``.
 
     Example:
         >>> import torch
@@ -54,6 +57,14 @@ class Sigmoid(Bijector):
     r""":math:`y = 1 / (1 + e^{-x})`, :math:`\log|dy/dx| = -\mathrm{softplus}(-x) - \mathrm{softplus}(x)`.
 
     The inverse clamps :math:`y` into the open unit interval before taking the logit.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> b = bij.Sigmoid()(shape=torch.Size([2]))
+        >>> y, ladj = b.forward_and_ladj(torch.zeros(2))
+        >>> y, round(ladj.item(), 4)  # 2 log(1/4)
+        (tensor([0.5000, 0.5000]), -2.7726)
     """
 
     codomain = constraints.unit_interval
@@ -78,7 +89,18 @@ class Sigmoid(Bijector):
 
 
 class Softplus(Bijector):
-    r""":math:`y = \log(1 + e^x)`, :math:`\log|dy/dx| = -\mathrm{softplus}(-x)`."""
+    r""":math:`y = \log(1 + e^x)`, :math:`\log|dy/dx| = -\mathrm{softplus}(-x)`.
+
+    The inverse is :math:`x = y + \log(1 - e^{-y})` on :math:`y > 0`.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> b = bij.Softplus()(shape=torch.Size([3]))
+        >>> x = torch.tensor([-2.0, 0.0, 2.0])
+        >>> torch.allclose(b.inverse(b.forward(x)), x, atol=1e-6)
+        True
+    """
 
     codomain = constraints.positive
 
@@ -100,7 +122,18 @@ class Softplus(Bijector):
 
 
 class Tanh(Bijector):
-    r""":math:`y = \tanh x`, :math:`\log|dy/dx| = 2(\log 2 - x - \mathrm{softplus}(-2x))`."""
+    r""":math:`y = \tanh x`, :math:`\log|dy/dx| = 2(\log 2 - x - \mathrm{softplus}(-2x))`.
+
+    The inverse clamps :math:`y` into :math:`(-1, 1)` before taking :math:`\operatorname{atanh}`.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> b = bij.Tanh()(shape=torch.Size([1]))
+        >>> y, ladj = b.forward_and_ladj(torch.zeros(1))
+        >>> y, ladj
+        (tensor([0.]), tensor(0.))
+    """
 
     codomain = constraints.interval(-1.0, 1.0)
 
@@ -124,7 +157,18 @@ class Tanh(Bijector):
 
 
 class ELU(Bijector):
-    r""":math:`y = x` for :math:`x > 0`, :math:`e^x - 1` otherwise; :math:`\log|dy/dx| = \min(x, 0)`."""
+    r""":math:`y = x` for :math:`x > 0`, :math:`e^x - 1` otherwise; :math:`\log|dy/dx| = \min(x, 0)`.
+
+    Maps the real line onto :math:`(-1, \infty)`; the inverse is :math:`\log(1 + y)` for
+    :math:`y \le 0`. Reference: Clevert et al., "Fast and Accurate Deep Network Learning by
+    Exponential Linear Units (ELUs)", 2016.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> bij.ELU()(shape=torch.Size([2])).forward(torch.tensor([1.0, 0.0]))
+        tensor([1., 0.])
+    """
 
     codomain = constraints.greater_than(-1.0)
 
@@ -146,7 +190,20 @@ class ELU(Bijector):
 
 
 class LeakyReLU(Bijector):
-    r""":math:`y = x` for :math:`x \ge 0`, :math:`a x` otherwise (``negative_slope`` :math:`a > 0`)."""
+    r""":math:`y = x` for :math:`x \ge 0`, :math:`a x` otherwise (``negative_slope`` :math:`a > 0`).
+
+    :math:`\log|dy/dx| = \log a` for :math:`x < 0` and 0 otherwise; the inverse is the same map
+    with slope :math:`1/a`.
+
+    Args:
+        negative_slope: :math:`a`, the slope for negative inputs; must be positive.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> bij.LeakyReLU(negative_slope=0.5)(shape=torch.Size([2])).forward(torch.tensor([-2.0, 2.0]))
+        tensor([-1.,  2.])
+    """
 
     def __init__(
         self,
@@ -181,7 +238,16 @@ class LeakyReLU(Bijector):
 class Power(Bijector):
     r""":math:`y = x^p` on the positive reals (:math:`p \ne 0`).
 
-    :math:`\log|dy/dx| = \log|p| + (p-1)\log x`.
+    :math:`\log|dy/dx| = \log|p| + (p-1)\log x`; the inverse is :math:`x = y^{1/p}`.
+
+    Args:
+        exponent: :math:`p`; must be non-zero.
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> bij.Power(exponent=3.0)(shape=torch.Size([2])).forward(torch.tensor([1.0, 2.0]))
+        tensor([1., 8.])
     """
 
     domain = constraints.positive

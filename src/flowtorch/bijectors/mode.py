@@ -27,7 +27,9 @@ module is consulted only by :mod:`flowtorch.bijectors.base`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -41,11 +43,37 @@ __all__ = ["BijectiveMode", "CacheMissWarning"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _not_compiled(fn: F) -> F:
-    """Keeps ``torch.compile`` out of the mode's bookkeeping (string checks, ``__dict__`` edits),
-    which Dynamo cannot trace; the flow's maths around it still compiles."""
+def _tracing() -> bool:
+    """Whether Dynamo is tracing this call (``torch.compile``); cheap, and False on old torch."""
+    return False
+
+
+_tracing = getattr(getattr(torch, "compiler", None), "is_compiling", _tracing)  # type: ignore[assignment]
+
+#: Whether the bookkeeping functions (``record``, ``_classify``, ``_pop``) are
+#: ``torch.compiler.disable``d; see :func:`_disable_bookkeeping`.
+_BOOKKEEPING_DISABLED = False
+
+
+def _disable_bookkeeping() -> None:
+    """Rebinds the mode's bookkeeping functions to ``torch.compiler.disable`` of themselves.
+
+    Their string checks and ``__dict__`` edits are nothing Dynamo can trace: a call of a disabled
+    function is a graph break, after which it runs eagerly, and the flow's maths around it still
+    compiles. ``torch.compiler.disable`` imports Dynamo, which takes seconds, so this is done only
+    once Dynamo is loaded: at import if it already is, else when a mode is entered outside
+    compiled code (eager calls of the disabled functions then cost a few microseconds more). A
+    traced ``record`` that was not yet disabled (a mode entered inside compiled code before any
+    could be) records nothing, so results stay correct and are not cached.
+    """
+    global record, _classify, _pop, _BOOKKEEPING_DISABLED
     disable = getattr(getattr(torch, "compiler", None), "disable", None)
-    return disable(fn) if disable is not None else fn  # type: ignore[no-any-return]
+    if _BOOKKEEPING_DISABLED or disable is None:
+        return
+    record = disable(_record)
+    _classify = disable(_classify_func)
+    _pop = disable(_pop_scope)
+    _BOOKKEEPING_DISABLED = True
 
 
 #: The attribute under which an entry is stored on a tensor.
@@ -261,6 +289,16 @@ class suspended:
             _C._push_on_torch_function_stack(self.mode)
 
 
+_NULL = contextlib.nullcontext()
+
+
+def quiet(scope: _Scope) -> contextlib.AbstractContextManager[None]:
+    """:class:`suspended` for the cache bookkeeping in eager code. Under ``torch.compile`` a null
+    context: Dynamo traces the lookups with the mode in place (and a graph break inside a context
+    manager of ours would not be a clean one)."""
+    return _NULL if _tracing() else suspended(scope)
+
+
 def current_scope() -> _Scope | None:
     scopes = STATE.scopes
     return scopes[-1] if scopes else None
@@ -298,8 +336,7 @@ def _fresh(entry: Entry, out: torch.Tensor) -> bool:
     return True
 
 
-@_not_compiled
-def record(
+def _record(
     scope: _Scope,
     bijector: Any,
     forward: bool,
@@ -310,18 +347,18 @@ def record(
     params: Any,
 ) -> None:
     """Records an entry on ``out``. Entries are never recorded under inference mode."""
-    if (
-        out is key
-        or torch.is_inference_mode_enabled()
-        or out.is_inference()
-        or key.is_inference()
-        or not bijector._cacheable()
-    ):
+    if _tracing() or out is key or torch.is_inference_mode_enabled():
         return
-    entry = Entry(scope, bijector, forward, key, out, context, ladj, params)
+    with suspended(scope):  # reading tensors' flags and version counters needs no interception
+        if out.is_inference() or key.is_inference() or not bijector._cacheable():
+            return
+        entry = Entry(scope, bijector, forward, key, out, context, ladj, params)
     entry.previous = getattr(out, ATTR, None)
     setattr(out, ATTR, entry)
     scope.tagged.add(out)
+
+
+record = _record
 
 
 def _unlink(t: torch.Tensor, scope: _Scope) -> None:
@@ -342,6 +379,22 @@ def _unlink(t: torch.Tensor, scope: _Scope) -> None:
         t.__dict__[ATTR] = head
 
 
+def _pop_scope(mode: BijectiveMode) -> None:
+    """Ends ``mode``'s innermost scope: removes the scope and every entry it recorded."""
+    scope = mode._scopes.pop()
+    state = STATE
+    state.scopes.remove(scope)
+    for t in scope.tagged.alive():
+        _unlink(t, scope)
+    scope.tagged.clear()
+    if not state.scopes:
+        state.aliases.clear()
+        state.opaque.clear()
+
+
+_pop = _pop_scope
+
+
 # How the mode treats each torch function it intercepts.
 _PLAIN, _INPLACE, _DATA_GET, _EPOCH, _OPAQUE, _STRIP_STATE = range(6)
 _KINDS: dict[Any, int] = {
@@ -358,8 +411,7 @@ _KINDS: dict[Any, int] = {
 }
 
 
-@_not_compiled
-def _classify(func: Any) -> int:
+def _classify_func(func: Any) -> int:
     name = getattr(func, "__name__", "")
     if name.startswith("_fused_"):
         return _EPOCH  # fused optimizer kernels do not bump version counters
@@ -368,6 +420,9 @@ def _classify(func: Any) -> int:
     if name == "__setitem__" or (name.startswith("__i") and name.endswith("__")):
         return _INPLACE
     return _PLAIN
+
+
+_classify = _classify_func
 
 
 def _written(target: Any, aliases: TensorSet) -> bool:
@@ -424,6 +479,8 @@ class BijectiveMode(TorchFunctionMode):
         self._scopes: list[_Scope] = []
 
     def __enter__(self) -> BijectiveMode:
+        if not _BOOKKEEPING_DISABLED and "torch._dynamo" in sys.modules and not _tracing():
+            _disable_bookkeeping()
         scope = _Scope(self, self.requires_ladj)
         STRUCTURE.install()
         self._scopes.append(scope)
@@ -431,7 +488,7 @@ class BijectiveMode(TorchFunctionMode):
         try:
             super().__enter__()
         except BaseException:
-            self._pop_scope()
+            _pop(self)
             raise
         return self
 
@@ -439,19 +496,7 @@ class BijectiveMode(TorchFunctionMode):
         try:
             super().__exit__(*exc)
         finally:
-            self._pop_scope()
-
-    @_not_compiled
-    def _pop_scope(self) -> None:
-        scope = self._scopes.pop()
-        state = STATE
-        state.scopes.remove(scope)
-        for t in scope.tagged.alive():
-            _unlink(t, scope)
-        scope.tagged.clear()
-        if not state.scopes:
-            state.aliases.clear()
-            state.opaque.clear()
+            _pop(self)
 
     def __call__(self, fn: F) -> F:
         """Decorates ``fn`` so that each call runs inside a new mode with the same settings."""
@@ -471,18 +516,21 @@ class BijectiveMode(TorchFunctionMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        if kwargs is None:
-            kwargs = {}
         kind = _KINDS.get(func)
         if kind is None:
             kind = _KINDS[func] = _classify(func)
-        if kind == _PLAIN and "out" not in kwargs:
-            return func(*args, **kwargs)
-        return _special(kind, func, args, kwargs)
+        if kind == _PLAIN:  # the common case, kept short: this runs for every op in the mode
+            if not kwargs:
+                return func(*args)
+            if "out" not in kwargs:
+                return func(*args, **kwargs)
+        return _special(kind, func, args, kwargs or {})
 
 
 def _special(kind: int, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     state = STATE
+    if kind == _INPLACE and not state.aliases:  # in-place ops (optimizer steps), nothing to watch
+        return func(*args, **kwargs)
     if kind == _STRIP_STATE:
         # Pickling and deepcopy see the tensor as it would be outside the mode.
         t = args[0]
@@ -509,3 +557,7 @@ def _special(kind: int, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ):
         state.epoch += 1
     return result
+
+
+if "torch._dynamo" in sys.modules:
+    _disable_bookkeeping()

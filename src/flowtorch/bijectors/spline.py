@@ -120,6 +120,13 @@ class SplineAutoregressive(Spline):
     (MAF direction): density evaluation is one parallel pass, sampling takes :math:`D` passes;
     wrap in ``Invert`` for the opposite. Reference: Durkan et al., "Neural Spline Flows", 2019.
 
+    Args:
+        params_fn: autoregressive conditioner plan; default
+            ``flowtorch.parameters.DenseAutoregressive()``.
+        count_bins: number of bins :math:`K`.
+        bound: half-width of the interval the spline covers.
+        order: ``"quadratic"`` or ``"linear"``.
+
     Example:
         >>> import torch
         >>> import flowtorch.bijectors as bij

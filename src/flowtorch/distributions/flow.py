@@ -109,6 +109,7 @@ class Flow(nn.Module, Distribution):
 
     @property
     def context_shape(self) -> torch.Size | None:
+        """The event shape of the context (``None`` for an unconditional flow)."""
         return self.bijector.context_shape
 
     @property

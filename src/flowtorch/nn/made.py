@@ -17,6 +17,19 @@ class MaskedLinear(nn.Linear):
         out_features: size of each output.
         mask: ``(out_features, in_features)`` tensor of zeros and ones, stored as a buffer.
         bias: whether to learn an additive bias.
+
+    Shapes: ``input`` is ``batch + (in_features,)``, the output ``batch + (out_features,)``.
+
+    Reference: Germain et al., "MADE: Masked Autoencoder for Distribution Estimation", 2015.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.nn import MaskedLinear
+        >>> layer = MaskedLinear(2, 2, mask=torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+        >>> x = torch.randn(5, 2, requires_grad=True)
+        >>> layer(x)[:, 0].sum().backward()
+        >>> bool((x.grad[:, 1] == 0).all())  # output 0 does not see input 1
+        True
     """
 
     mask: torch.Tensor
@@ -34,11 +47,28 @@ class MaskedLinear(nn.Linear):
 
 
 def made_degrees(input_degrees: torch.Tensor, hidden_dims: list[int] | tuple[int, ...]) -> list[torch.Tensor]:
-    """Degrees of the input and hidden units of a MADE.
+    r"""Degrees of the input and hidden units of a MADE.
 
     Input unit ``i`` has degree ``input_degrees[i]`` in ``1..D``; hidden units cycle through
     ``1..D-1`` (all 0 when ``D == 1``), so every hidden layer of at least ``D - 1`` units reaches
-    every input a later output may depend on.
+    every input a later output may depend on:
+
+    .. math:: m^{(l)}_k = 1 + (k \bmod (D - 1)), \qquad k = 0, \dots, H_l - 1.
+
+    Reference: Germain et al., "MADE: Masked Autoencoder for Distribution Estimation", 2015.
+
+    Args:
+        input_degrees: ``(D,)`` long tensor, the degree of each input (a permutation of ``1..D``).
+        hidden_dims: sizes :math:`H_l` of the hidden layers.
+
+    Returns:
+        ``[input_degrees, hidden_1, ..., hidden_L]``, one ``(H_l,)`` long tensor per layer.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.nn import made_degrees
+        >>> [d.tolist() for d in made_degrees(torch.tensor([1, 2, 3]), [4])]
+        [[1, 2, 3], [1, 2, 1, 2]]
     """
     d = int(input_degrees.numel())
     degrees = [input_degrees]
@@ -51,7 +81,28 @@ def made_degrees(input_degrees: torch.Tensor, hidden_dims: list[int] | tuple[int
 
 
 def made_masks(degrees: list[torch.Tensor], output_degrees: torch.Tensor) -> list[torch.Tensor]:
-    """Masks so that output unit ``o`` depends only on inputs of degree ``< output_degrees[o]``."""
+    r"""Masks so that output unit ``o`` depends only on inputs of degree ``< output_degrees[o]``.
+
+    .. math::
+        M^{(l)}_{kj} = [\,m^{(l)}_k \ge m^{(l-1)}_j\,] \text{ (hidden layers)}, \qquad
+        M^{\text{out}}_{oj} = [\,d_o > m^{(L)}_j\,].
+
+    Reference: Germain et al., "MADE: Masked Autoencoder for Distribution Estimation", 2015.
+
+    Args:
+        degrees: the degrees of the input and hidden units, from :func:`made_degrees`.
+        output_degrees: ``(O,)`` long tensor, the degree of each output unit.
+
+    Returns:
+        One float mask per layer, shaped ``(out_units, in_units)``, as :class:`MaskedLinear` takes.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.nn import made_degrees, made_masks
+        >>> degrees = made_degrees(torch.tensor([1, 2]), [2])
+        >>> [m.tolist() for m in made_masks(degrees, torch.tensor([1, 2]))]
+        [[[1.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]
+    """
     masks = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degrees[:-1], degrees[1:])]
     masks.append((output_degrees[:, None] > degrees[-1][None, :]).float())
     return masks

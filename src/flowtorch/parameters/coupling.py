@@ -95,6 +95,8 @@ class DenseCoupling(Parameters):
             )
         self.hidden_dims = hidden
         self.register_buffer("identity_index", flat.nonzero().squeeze(-1), persistent=False)
+        # Regular masks ("alternate", "half") select a strided slice: a view, not a gather.
+        self._identity_slice = _as_slice(self.identity_index.tolist())
         self._sizes = [s.numel() for s in self.param_shapes]
         self.input_layer = nn.Linear(n_a, hidden[0]) if n_a > 0 else None
         self.context_layer = (
@@ -120,7 +122,9 @@ class DenseCoupling(Parameters):
         batch = input.shape[: input.dim() - n_in]
         h: torch.Tensor | None = None
         if self.input_layer is not None:
-            h = self.input_layer(input.reshape(*batch, -1)[..., self.identity_index])
+            flat = input.reshape(*batch, -1)
+            index = self._identity_slice
+            h = self.input_layer(flat[..., index] if index is not None else flat[..., self.identity_index])
         if self.context_layer is not None:
             if context is None:
                 raise ValueError("DenseCoupling is conditional, but no context was given")
@@ -141,3 +145,13 @@ class DenseCoupling(Parameters):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, hidden_dims={self.hidden_dims}"
+
+
+def _as_slice(index: list[int]) -> slice | None:
+    """``slice(start, stop, step)`` selecting exactly ``index`` (increasing, evenly spaced), or None."""
+    if not index:
+        return None
+    step = index[1] - index[0] if len(index) > 1 else 1
+    if step < 1 or index != list(range(index[0], index[-1] + 1, step)):
+        return None
+    return slice(index[0], index[-1] + 1, step)
