@@ -81,6 +81,10 @@ class Bijector(LazyModule):
         super().__init__()
         self.shape = torch.Size(shape)
         cls = type(self)
+        if any(n < 0 for n in self.shape):
+            raise ValueError(f"{cls.__name__}: shape {tuple(self.shape)} has a negative size")
+        if context_shape is not None and any(n < 0 for n in context_shape):
+            raise ValueError(f"{cls.__name__}: context_shape {tuple(context_shape)} has a negative size")
         if len(self.shape) < cls.domain.event_dim:
             raise ValueError(
                 f"{cls.__name__} needs an event of at least {cls.domain.event_dim} dims, "
@@ -110,6 +114,7 @@ class Bijector(LazyModule):
             torch.Size(context_shape) if context_shape is not None and self.params_fn is not None else None
         )
         self._state_cache: tuple[int, tuple[torch.Tensor, ...]] | None = None
+        self._dtype_cache: torch.dtype | bool | None = False  # False: not looked up yet
 
     # ------------------------------------------------------------------ for subclasses
     def param_shapes(self) -> tuple[torch.Size, ...]:
@@ -196,9 +201,20 @@ class Bijector(LazyModule):
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         self._state_cache = None
+        self._dtype_cache = False
         return super()._apply(fn, *args, **kwargs)
 
+    def _param_dtype(self) -> torch.dtype | None:
+        """The floating dtype of this bijector's parameters and buffers (``None`` if it has none);
+        cached until the module is converted (``.to``, ``.double``, ...)."""
+        dtype = self._dtype_cache
+        if dtype is False:
+            dtype = next((t.dtype for t in self._state_tensors() if t.is_floating_point()), None)
+            self._dtype_cache = dtype
+        return dtype  # type: ignore[return-value]
+
     def _check(self, value: torch.Tensor, context: torch.Tensor | None, forward: bool) -> None:
+        """Checks a call's input and context; every error names the bijector and the problem."""
         name = "x" if forward else "y"
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -214,19 +230,47 @@ class Bijector(LazyModule):
             )
         if not value.is_floating_point():
             raise TypeError(f"{type(self).__name__}: {name} must be floating point, got {value.dtype}")
+        dtype = self._param_dtype()
+        if dtype is not None and value.dtype != dtype:
+            raise TypeError(
+                f"{type(self).__name__}: {name} has dtype {value.dtype}, but the parameters have dtype "
+                f"{dtype}; convert one of them (e.g. {name}.to({dtype}) or bijector.to({value.dtype}))"
+            )
         cs = self.context_shape
         if cs is None:
             if context is not None:
                 raise ValueError(f"{type(self).__name__} takes no context, but a context was given")
-        elif context is None:
+            return
+        if context is None:
             raise ValueError(
                 f"{type(self).__name__} is conditional (context_shape={tuple(cs)}), but no context was given"
             )
-        elif context.dim() < len(cs) or context.shape[context.dim() - len(cs) :] != cs:
+        if not isinstance(context, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: context must be a torch.Tensor, got {type(context).__name__}"
+            )
+        c_shape = context.shape
+        j = len(c_shape) - len(cs)
+        if j < 0 or c_shape[j:] != cs:
             raise ValueError(
-                f"{type(self).__name__}: context has shape {tuple(context.shape)}, but its trailing "
+                f"{type(self).__name__}: context has shape {tuple(c_shape)}, but its trailing "
                 f"dims must be the context shape {tuple(cs)}"
             )
+        if not context.is_floating_point():
+            raise TypeError(f"{type(self).__name__}: context must be floating point, got {context.dtype}")
+        if dtype is not None and context.dtype != dtype:
+            raise TypeError(
+                f"{type(self).__name__}: context has dtype {context.dtype}, but the parameters have "
+                f"dtype {dtype}"
+            )
+        if j and c_shape[:j] != shape[:k]:  # batch dims of the context and the input must broadcast
+            for a, b in zip(reversed(c_shape[:j]), reversed(shape[:k])):
+                if a != b and a != 1 and b != 1:
+                    raise ValueError(
+                        f"{type(self).__name__}: context has shape {tuple(c_shape)}, whose batch dims "
+                        f"{tuple(c_shape[:j])} do not broadcast with those of {name}, shape "
+                        f"{tuple(shape)}"
+                    )
 
     def _reduce(self, ladj: torch.Tensor, out: torch.Tensor, forward: bool) -> torch.Tensor:
         """Broadcasts a raw log|det J| to the elements of ``out`` (the output of a ``forward`` or

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Union
 import torch
 from torch import nn
 from torch.distributions import Distribution, Transform, constraints
+from torch.distributions import constraint_registry as constraints_registry
 
 from flowtorch.bijectors.base import Bijector, build
 
@@ -227,8 +228,39 @@ class Flow(nn.Module, Distribution):
             self._validate_sample(value)
             if not bool(torch.isfinite(value).all()):  # the support check lets inf through
                 raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
+        outside = None if self._validate_args else self._outside_support(value)
+        if outside is not None:  # score an inside point instead, then mask: never a finite number
+            inside_point = constraints_registry.biject_to(self.support)(torch.zeros_like(value))
+            value = torch.where(
+                outside.reshape(outside.shape + (1,) * len(self.event_shape)), inside_point, value
+            )
         z, ladj = self.bijector.inverse_and_ladj(value, context)
-        return self.base_dist.log_prob(z) - ladj
+        log_p = self.base_dist.log_prob(z) - ladj
+        if outside is not None:
+            log_p = log_p.masked_fill(outside, -torch.inf)
+        return log_p
+
+    def _outside_support(self, value: torch.Tensor) -> torch.Tensor | None:
+        r"""Without argument validation: which batch elements of ``value`` lie outside the support,
+        or ``None`` when all are inside or the support is all of :math:`\mathbb{R}^n` (a flow whose
+        last layer maps onto the reals, checked without touching ``value``)."""
+        support = self.support
+        base = support
+        while isinstance(base, constraints.independent):
+            base = base.base_constraint
+        if (
+            base is constraints.real
+            or not isinstance(value, torch.Tensor)
+            or value.is_floating_point() is False
+        ):
+            return None
+        try:
+            inside = support.check(value)
+        except RuntimeError:  # a value of the wrong shape: the bijector's check names the problem
+            return None
+        if bool(inside.all()):
+            return None
+        return ~inside
 
     def score_parts(self, value: torch.Tensor, context: torch.Tensor | None = None) -> Any:
         """Pyro's ingredients of the ELBO at ``value`` (``pyro.distributions.ScoreParts``).
