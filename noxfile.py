@@ -62,6 +62,8 @@ def docs(session: nox.Session) -> None:
     _install(session, DEFAULT_TORCH, "docs")
     session.install("ruff>=0.5")  # mkdocstrings formats signatures with it
     session.run("python", "docs/gen_bijector_table.py")
+    # every public object has a docstring, an Args section and an example that runs as a doctest
+    session.run("python", "docs/audit_docstrings.py", "--strict")
     env = {"NO_MKDOCS_2_WARNING": "1"}
     if session.posargs[:1] == ["serve"]:
         session.run("mkdocs", "serve", *session.posargs[1:], env=env)

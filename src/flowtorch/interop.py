@@ -139,6 +139,9 @@ class BijectorTransform(Transform):
     ``sign`` is defined (``+1`` or ``-1``) for elementwise monotonic bijectors and compositions of
     them, and raises ``NotImplementedError`` otherwise, as torch's transforms do.
 
+    Reference: ``torch.distributions.transforms.Transform`` (PyTorch documentation), whose
+    contract this class follows.
+
     Example:
         >>> import torch
         >>> import flowtorch.bijectors as bij
@@ -237,7 +240,19 @@ class _ComposeOfLayers(ComposeTransform):
 def to_transform(
     bijector: Bijector, context: torch.Tensor | None = None, *, flatten: bool = False
 ) -> Transform:
-    """Exports ``bijector`` as a ``torch.distributions.Transform`` (see :class:`BijectorTransform`).
+    r"""Exports ``bijector`` as a ``torch.distributions.Transform`` (see :class:`BijectorTransform`).
+
+    For a bijector :math:`f` and a bound context :math:`c`, the transform :math:`t` computes
+
+    .. math::
+        t(x) = f(x; c), \qquad t^{-1}(y) = f^{-1}(y; c), \qquad
+        \log|\det J_t(x)| = \log|\det J_f(x; c)|;
+
+    flattened, a ``Compose`` :math:`f_n \circ \dots \circ f_1` becomes :math:`t_n \circ \dots
+    \circ t_1` and an ``Invert`` of :math:`g` becomes :math:`t_g^{-1}`.
+
+    Reference: ``torch.distributions.transforms.Transform`` and ``ComposeTransform`` (PyTorch
+    documentation).
 
     Args:
         bijector: a built bijector.
@@ -274,10 +289,15 @@ def to_transform(
 def to_transformed_distribution(
     flow: Flow, context: torch.Tensor | None = None, *, flatten: bool = False
 ) -> TransformedDistribution:
-    """``flow`` as a ``torch.distributions.TransformedDistribution`` (base and exported bijector).
+    r"""``flow`` as a ``torch.distributions.TransformedDistribution`` (base and exported bijector).
 
-    The result shares the flow's parameters and gives the same ``log_prob``; its ``rsample``
-    follows the same maths (with its own draws from the base). A conditional flow needs
+    The result shares the flow's parameters and gives the same ``log_prob``,
+
+    .. math::
+        \log p(y) = \log p_0\big(f^{-1}(y; c)\big) - \log\big|\det J_f\big(f^{-1}(y; c); c\big)\big|,
+
+    and its ``rsample`` follows the same maths, :math:`y = f(z; c)` with :math:`z \sim p_0` (with
+    its own draws from the base). A conditional flow needs
     ``context`` (or to be a ``flow.condition(context)`` view); the base is then expanded to the
     batch shape that the context's batch dims make, so that ``batch_shape`` is the flow's.
 
@@ -285,6 +305,10 @@ def to_transformed_distribution(
         flow: a :class:`~flowtorch.distributions.Flow`.
         context: the context to bind (default: the one bound by ``flow.condition``).
         flatten: as for :func:`to_transform`.
+
+    References: Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and
+    Inference", 2021 (the change of variables above); ``torch.distributions.TransformedDistribution``
+    (PyTorch documentation).
 
     Example:
         >>> import torch
@@ -351,7 +375,11 @@ def _pyro_flow_class() -> type:
 
 
 def to_pyro(flow: Flow, context: torch.Tensor | None = None) -> Any:
-    """``flow`` as a ``pyro.distributions.TorchDistribution``, sharing its parameters.
+    r"""``flow`` as a ``pyro.distributions.TorchDistribution``, sharing its parameters.
+
+    The wrapper scores with the flow's own density,
+    :math:`\log p(y) = \log p_0(f^{-1}(y; c)) - \log|\det J_f(f^{-1}(y; c); c)|`, and samples
+    :math:`y = f(z; c)`, :math:`z \sim p_0`, reparametrised.
 
     A ``Flow`` works in ``pyro.sample`` as it is; this wrapper adds what Pyro reserves for its own
     distribution classes: ``pyro.plate`` expands it to the plate's batch shape, and
@@ -362,6 +390,8 @@ def to_pyro(flow: Flow, context: torch.Tensor | None = None) -> Any:
         flow: a :class:`~flowtorch.distributions.Flow`.
         context: the context to bind, for a conditional flow (default: the one bound by
             ``flow.condition``).
+
+    Reference: Bingham et al., "Pyro: Deep Universal Probabilistic Programming", JMLR 2019.
 
     Example (needs ``pyro-ppl``):
         >>> import pyro  # doctest: +SKIP

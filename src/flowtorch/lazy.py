@@ -29,7 +29,16 @@ T = TypeVar("T")
 
 
 class Plan(Generic[T]):
-    """A class with some of its arguments, waiting for the shape arguments that build it.
+    r"""A class with some of its arguments, waiting for the shape arguments that build it.
+
+    A plan is the partial application of a constructor :math:`C` to its arguments :math:`a`;
+    calling it with the build arguments :math:`s` (a shape, a context shape) completes it:
+
+    .. math:: \mathrm{Plan}(C, a)(s) = C(a, s).
+
+    Reference: ``functools.partial`` (Python documentation), which defers a call the same way;
+    a plan differs in letting its own non-``None`` keyword arguments win over the build ones,
+    and in its ``repr``.
 
     Args:
         cls: the class to build.
@@ -75,12 +84,19 @@ Lazy = Plan
 
 
 class LazyModule(torch.nn.Module):
-    """An ``nn.Module`` whose class returns a :class:`Plan` when called without ``_plan_key``.
+    r"""An ``nn.Module`` whose class returns a :class:`Plan` when called without ``_plan_key``.
 
     Subclasses name the keyword argument that completes them in ``_plan_key`` (``"shape"`` for
     bijectors, ``"param_shapes"`` for conditioners). ``cls(..., shape=s)`` builds an instance;
-    ``cls(...)`` without it returns ``Plan(cls, ...)``. Pickling and ``copy.deepcopy`` pass the
-    key back, so they rebuild instances, never plans.
+    ``cls(...)`` without it returns ``Plan(cls, ...)``:
+
+    .. math:: C(a) = \mathrm{Plan}(C, a), \qquad C(a)(s) = C(a, s).
+
+    Pickling and ``copy.deepcopy`` pass the key back, so they rebuild instances, never plans.
+
+    Reference: ``torch.nn.modules.lazy.LazyModuleMixin`` (PyTorch documentation), which defers
+    the shapes of a module's parameters to its first call; here the shapes come in an explicit
+    build call instead, before any data.
 
     Example:
         >>> import torch

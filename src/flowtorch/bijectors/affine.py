@@ -20,7 +20,7 @@ class Affine(Bijector):
     :math:`\log|\det J| = \sum_i s_i`. The conditioner emits :math:`(\mu, s)`; :math:`s` is clamped
     to ``[log_scale_min_clip, log_scale_max_clip]`` to keep training stable.
 
-    Reference: Dinh et al., "NICE: Non-linear Independent Components Estimation", 2015 (its
+    References: Dinh et al., "NICE: Non-linear Independent Components Estimation", 2015 (its
     diagonal scaling layer); Dinh et al., "Density estimation using Real NVP", 2017 (the
     :math:`\exp(s)` parametrisation of the scale).
 
@@ -143,8 +143,8 @@ class AffineFixed(Bijector):
 
     :math:`\log|\det J| = \sum_i \log|\text{scale}|` over the event; no learnable parameters.
 
-    Reference: the same map as ``torch.distributions.transforms.AffineTransform`` (PyTorch
-    documentation) with scalar ``loc`` and ``scale``; there is no paper behind it.
+    Reference: ``torch.distributions.transforms.AffineTransform`` (PyTorch documentation), the
+    same map with scalar ``loc`` and ``scale``.
 
     Args:
         loc: the shift.

@@ -38,7 +38,27 @@ Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
 
 
 def build(plan: Any, **kwargs: Any) -> Any:
-    """Builds ``plan`` (a :class:`~flowtorch.lazy.Plan` or a class) or returns a built object."""
+    r"""Builds ``plan`` (a :class:`~flowtorch.lazy.Plan` or a class) or returns a built object.
+
+    .. math::
+        \mathrm{build}(P, s) = P(s) \ \text{for a plan or class } P, \qquad
+        \mathrm{build}(b, s) = b \ \text{for a built object } b.
+
+    Reference: ``functools.partial`` (Python documentation), the partial application that a plan
+    stands for (see :class:`~flowtorch.lazy.Plan`).
+
+    Args:
+        plan: a plan, a class, or an object already built (returned as it is, ``kwargs`` unused).
+        **kwargs: the build arguments (``shape``, ``context_shape``, ``param_shapes``, ...).
+
+    Example:
+        >>> import torch
+        >>> import flowtorch.bijectors as bij
+        >>> from flowtorch.bijectors.base import build
+        >>> b = build(bij.Exp(), shape=torch.Size([2]))
+        >>> type(b).__name__, tuple(b.shape), build(b, shape=torch.Size([5])) is b
+        ('Exp', (2,), True)
+    """
     if isinstance(plan, (Plan, type)):
         return plan(**kwargs)
     return plan
@@ -46,6 +66,18 @@ def build(plan: Any, **kwargs: Any) -> Any:
 
 class Bijector(LazyModule):
     r"""An invertible, differentiable map :math:`y = f(x; \theta(c))` on events of ``shape``.
+
+    The parameters :math:`\theta` come from the conditioner ``params_fn``, which may read the input
+    and the context :math:`c`. A flow's density follows from the change of variables
+
+    .. math::
+        \log p_Y(y) = \log p_X\big(f^{-1}(y)\big) - \log\big|\det J_f\big(f^{-1}(y)\big)\big|,
+
+    for which every bijector gives ``forward``, ``inverse`` (where it has one) and
+    ``log_abs_det_jacobian``: :math:`\log|\det \partial y / \partial x|`, summed over the event.
+
+    References: Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015;
+    Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference", 2021.
 
     Args:
         params_fn: a conditioner plan (e.g. ``flowtorch.parameters.Tensor()``) that maps the
@@ -59,6 +91,25 @@ class Bijector(LazyModule):
     Shapes: ``x`` has shape ``sample + batch + shape``; the context, if any, has shape
     ``context_batch + context_shape`` and broadcasts against the sample and batch dims;
     ``log_abs_det_jacobian`` returns the broadcast ``sample + batch`` shape.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.bijectors.base import Bijector
+        >>> class Shift(Bijector):  # y = x + 1
+        ...     def _forward(self, x, params):
+        ...         return x + 1.0
+        ...     def _inverse(self, y, params):
+        ...         return y - 1.0
+        ...     def _log_abs_det_jacobian(self, x, y, params):
+        ...         return torch.zeros_like(x)
+        >>> Shift()
+        Plan(Shift)
+        >>> b = Shift(shape=torch.Size([2]))
+        >>> y, ladj = b.forward_and_ladj(torch.zeros(3, 2))
+        >>> y[0], ladj
+        (tensor([1., 1.]), tensor([0., 0., 0.]))
+        >>> torch.equal(b.inverse(y), torch.zeros(3, 2))
+        True
     """
 
     _plan_key = "shape"

@@ -327,6 +327,9 @@ class Cat(_Concat):
     ``dim``) and gets the context if it is conditional. Parts may change the size of ``dim``
     (then ``inverse`` cuts ``y`` at the output lengths) but no other dim.
 
+    Reference: ``torch.distributions.transforms.CatTransform`` (PyTorch documentation), the same
+    construction for torch transforms.
+
     Args:
         bijectors: plans or built bijectors, one per slice; ``None`` passes its slice through.
         dim: the event dim to cut: non-negative counts from the first event dim, negative from
@@ -466,6 +469,9 @@ class Stack(_Parts):
 
     Part :math:`i` is built for the event shape without ``dim`` and gets the context if it is
     conditional; the parts' output shapes must agree.
+
+    Reference: ``torch.distributions.transforms.StackTransform`` (PyTorch documentation), the same
+    construction for torch transforms.
 
     Args:
         bijectors: plans or built bijectors, one per index of ``dim``; ``None`` passes it through.

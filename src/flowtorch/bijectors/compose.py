@@ -16,10 +16,18 @@ __all__ = ["Compose", "Invert"]
 class Compose(Bijector):
     r"""The composition :math:`f = f_n \circ \dots \circ f_1` of ``bijectors`` (applied in order).
 
-    log|det J| is the sum of the layers' log-dets. Each layer records its own cache entry inside
+    With :math:`x_0 = x` and :math:`x_k = f_k(x_{k-1})`, the chain rule gives
+
+    .. math::
+        \log|\det J_f(x)| = \sum_{k=1}^{n} \log|\det J_{f_k}(x_{k-1})|,
+
+    the sum of the layers' log-dets. Each layer records its own cache entry inside
     ``BijectiveMode``, so inverting a composed output walks back through cache hits and the
     composed log|det J| is the sum of the recorded ones. The context, if any, goes to every
     conditional layer.
+
+    Reference: Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015 (a flow
+    as a composition of invertible maps, its log-density a sum of log-dets).
 
     Args:
         bijectors: plans or built bijectors, applied in order.
@@ -150,10 +158,26 @@ class Compose(Bijector):
 
 
 class Invert(Bijector):
-    """The inverse of a bijector: ``forward`` is its ``inverse`` and vice versa.
+    r"""The inverse of a bijector: ``forward`` is its ``inverse`` and vice versa.
+
+    For the inner bijector :math:`g`, this is :math:`f = g^{-1}` with
+
+    .. math::
+        \log|\det J_f(x)| = -\log|\det J_g(g^{-1}(x))|,
+
+    so ``log_abs_det_jacobian(x, y)`` is minus the inner one at the swapped pair ``(y, x)``. The
+    domain and codomain, the event shapes and the context are the inner bijector's, swapped
+    where they have a direction.
 
     ``Invert(AffineAutoregressive(...))`` is an inverse autoregressive flow (IAF): parallel
     forward (fast sampling), sequential inverse.
+
+    Reference: Kingma et al., "Improved Variational Inference with Inverse Autoregressive Flow",
+    2016.
+
+    Args:
+        bijector: the bijector to invert, built or a plan; a plan is built so that its *output*
+            event is ``shape`` (and its input event becomes this bijector's ``out_shape``).
 
     Example:
         >>> import torch

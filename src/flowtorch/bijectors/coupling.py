@@ -20,7 +20,21 @@ _MASKS = ("alternate", "half")
 def coupling_mask(
     shape: torch.Size | tuple[int, ...], mask: str | torch.Tensor = "alternate", flip: bool = False
 ) -> torch.Tensor:
-    """The boolean coupling mask of an event of ``shape``: true marks the identity part.
+    r"""The boolean coupling mask of an event of ``shape``: true marks the identity part.
+
+    For a last event dim of size :math:`n`, position :math:`i \in \{0, \dots, n-1\}` is in the
+    identity part when
+
+    .. math::
+        m_i = [\, i \bmod 2 = 0 \,] \quad (\text{alternate}), \qquad
+        m_i = [\, i < \lceil n / 2 \rceil \,] \quad (\text{half}),
+
+    broadcast over the other event dims; ``flip`` takes :math:`\neg m`. Both parts must be
+    non-empty.
+
+    References: Dinh et al., "NICE: Non-linear Independent Components Estimation", 2015 (the
+    partition into odd and even positions); Dinh et al., "Density estimation using Real NVP",
+    2017 (masks and alternating them between layers).
 
     Args:
         shape: the event shape (at least one dim).

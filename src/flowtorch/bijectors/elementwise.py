@@ -28,6 +28,9 @@ class Exp(Bijector):
     Shapes: ``x`` is ``sample + batch + shape`` (elementwise, any event shape); log|det J| is
     ``sample + batch``.
 
+    Reference: ``torch.distributions.transforms.ExpTransform`` (PyTorch documentation), the same
+    map; a standard normal pushed through it is the log-normal distribution.
+
     Example:
         >>> import torch
         >>> import flowtorch.bijectors as bij
@@ -57,6 +60,10 @@ class Sigmoid(Bijector):
     r""":math:`y = 1 / (1 + e^{-x})`, :math:`\log|dy/dx| = -\mathrm{softplus}(-x) - \mathrm{softplus}(x)`.
 
     The inverse clamps :math:`y` into the open unit interval before taking the logit.
+
+    References: ``torch.distributions.transforms.SigmoidTransform`` (PyTorch documentation);
+    Dinh et al., "Density estimation using Real NVP", 2017, which models images in logit space,
+    through the inverse of this map.
 
     Example:
         >>> import torch
@@ -93,6 +100,9 @@ class Softplus(Bijector):
 
     The inverse is :math:`x = y + \log(1 - e^{-y})` on :math:`y > 0`.
 
+    Reference: Dugas et al., "Incorporating Second-Order Functional Knowledge for Better Option
+    Pricing", 2001 (the softplus function).
+
     Example:
         >>> import torch
         >>> import flowtorch.bijectors as bij
@@ -125,6 +135,10 @@ class Tanh(Bijector):
     r""":math:`y = \tanh x`, :math:`\log|dy/dx| = 2(\log 2 - x - \mathrm{softplus}(-2x))`.
 
     The inverse clamps :math:`y` into :math:`(-1, 1)` before taking :math:`\operatorname{atanh}`.
+
+    Reference: Haarnoja et al., "Soft Actor-Critic: Off-Policy Maximum Entropy Deep Reinforcement
+    Learning with a Stochastic Actor", 2018 (appendix C: a Gaussian squashed by tanh and the
+    change of variables of its log-density).
 
     Example:
         >>> import torch
@@ -195,6 +209,9 @@ class LeakyReLU(Bijector):
     :math:`\log|dy/dx| = \log a` for :math:`x < 0` and 0 otherwise; the inverse is the same map
     with slope :math:`1/a`.
 
+    Reference: Maas, Hannun & Ng, "Rectifier Nonlinearities Improve Neural Network Acoustic
+    Models", 2013 (the leaky rectifier).
+
     Args:
         negative_slope: :math:`a`, the slope for negative inputs; must be positive.
 
@@ -239,6 +256,9 @@ class Power(Bijector):
     r""":math:`y = x^p` on the positive reals (:math:`p \ne 0`).
 
     :math:`\log|dy/dx| = \log|p| + (p-1)\log x`; the inverse is :math:`x = y^{1/p}`.
+
+    Reference: ``torch.distributions.transforms.PowerTransform`` (PyTorch documentation), the
+    same map.
 
     Args:
         exponent: :math:`p`; must be non-zero.

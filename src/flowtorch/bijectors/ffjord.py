@@ -31,6 +31,11 @@ class ODEMLP(nn.Module):
     trace is :math:`V = I` (cost :math:`D` times a forward pass, no backward pass), Hutchinson's
     estimator is :math:`V = \epsilon`. The last layer starts at zero (the identity flow).
 
+    References: Grathwohl et al., "FFJORD: Free-form Continuous Dynamics for Scalable Reversible
+    Generative Models", 2019 (the dynamics network and the trace estimators); Griewank & Walther,
+    "Evaluating Derivatives: Principles and Techniques of Algorithmic Differentiation", 2008
+    (forward-mode propagation of tangents).
+
     Args:
         dim: :math:`D`.
         hidden_dims: hidden layer sizes.

@@ -81,7 +81,31 @@ ATTR = "_flowtorch_entry"
 
 
 class CacheMissWarning(UserWarning):
-    """Inside a ``BijectiveMode``, log|det J| had to be recomputed from values alone."""
+    r"""Inside a ``BijectiveMode``, log|det J| had to be recomputed from values alone.
+
+    ``b.log_abs_det_jacobian(x, y, context)`` found no fresh entry for the pair: this bijector
+    recorded neither :math:`y = f(x; c)` nor :math:`x = f^{-1}(y; c)` (or the entry went stale), so
+
+    .. math:: \log|\det J_f(x; c)|
+
+    is computed from :math:`x` (and :math:`y`), calling the conditioner again. The value is right;
+    the warning (given once per mode) points at a pair that the cache could have served, such as
+    one that went through a copy (``y.clone()``, ``y + 0``) between the calls.
+
+    Reference: Dillon et al., "TensorFlow Distributions", 2017 (bijectors that cache their
+    input/output pairs, whose misses this reports).
+
+    Example:
+        >>> import warnings, torch, flowtorch
+        >>> import flowtorch.bijectors as bij
+        >>> b = bij.Exp(shape=torch.Size([2]))
+        >>> x = torch.zeros(2)
+        >>> with warnings.catch_warnings(record=True) as caught, flowtorch.BijectiveMode():
+        ...     warnings.simplefilter("always")
+        ...     ladj = b.log_abs_det_jacobian(x, x.exp())  # x.exp() is not an output of b
+        >>> [w.category is flowtorch.CacheMissWarning for w in caught], ladj
+        ([True], tensor(0.))
+    """
 
 
 class TensorSet:
@@ -434,7 +458,7 @@ def _written(target: Any, aliases: TensorSet) -> bool:
 
 
 class BijectiveMode(TorchFunctionMode):
-    """Caches bijector calls while active: ``with BijectiveMode(requires_ladj=False): ...``.
+    r"""Caches bijector calls while active: ``with BijectiveMode(requires_ladj=False): ...``.
 
     Inside the mode:
 
@@ -457,6 +481,20 @@ class BijectiveMode(TorchFunctionMode):
 
     Not seen: writes through aliases that bypass version counters (``.data``, numpy arrays,
     storages) taken *before* the mode was entered, and writes from other threads.
+
+    In formulas: a call :math:`y = f(x; c)` inside the mode records
+    :math:`(f, x, y, c, \ell, \theta)`, with :math:`\ell = \log|\det J_f(x; c)|` (none when
+    ``requires_ladj=False``) and the conditioner's output :math:`\theta`; then, by identity,
+
+    .. math::
+        f^{-1}(y; c) = x, \qquad \log|\det J_f(x; c)| = \ell \ \text{or}\ \ell(x; \theta),
+
+    so that a flow scores its own sample :math:`y = f(z)` as
+    :math:`\log p(y) = \log p_0(z) - \ell` without an inverse pass.
+
+    References: Dillon et al., "TensorFlow Distributions", 2017 (bijectors that cache their
+    input/output pairs and log-dets); ``torch.overrides.TorchFunctionMode`` (PyTorch
+    documentation), the mechanism the mode is built on.
 
     Args:
         requires_ladj: whether forward and inverse calls compute log|det J| as they go (``True``)

@@ -16,6 +16,12 @@ __all__ = ["Permute"]
 class Permute(Bijector):
     r"""Reorders the last event dim: :math:`y = x_{[\pi]}`, volume preserving (:math:`\log|\det J| = 0`).
 
+    That is :math:`y_i = x_{\pi(i)}` and :math:`x_j = y_{\pi^{-1}(j)}`; placed between
+    autoregressive or coupling layers, it lets each layer condition on different variables.
+
+    Reference: Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018
+    (a fixed random permutation of the channels between steps, compared with reversing them).
+
     Args:
         permutation: a permutation of ``0..n-1`` for a last event dim of size ``n``; default a
             random one, drawn when the bijector is built and saved in its ``state_dict``.

@@ -36,6 +36,16 @@ def solve_shifted_tanh(
     like bisection); each element stops when its step is below a few ulps, all of them after
     ``max_iter`` steps at most.
 
+    Reference: Press, Teukolsky, Vetterling & Flannery, "Numerical Recipes: The Art of Scientific
+    Computing", 3rd ed., 2007, section 9.4 (``rtsafe``: Newton's method safeguarded by bisection).
+
+    Args:
+        t: the right-hand side :math:`t`.
+        p: the amplitude :math:`p`; :math:`|p|` is the half-width of the initial bracket.
+        q: the slope :math:`q` inside the tanh, with :math:`p q \ge -1`.
+        c: the shift :math:`c` inside the tanh.
+        max_iter: the most iterations.
+
     Shapes: all arguments broadcast; the result has their broadcast shape.
 
     Example:

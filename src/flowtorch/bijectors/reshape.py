@@ -55,6 +55,9 @@ class Reshape(Bijector):
 
     Elements keep their row-major order, as with ``torch.reshape``.
 
+    Reference: ``torch.distributions.transforms.ReshapeTransform`` (PyTorch documentation), the
+    same map for torch transforms.
+
     Args:
         target_shape: the event shape of the output; it must have as many elements as the input
             event, and may contain one ``-1`` to be inferred.

@@ -35,7 +35,34 @@ ESTIMATORS = ("auto", "exact", "series", "roulette")
 
 
 class FixedPointWarning(UserWarning):
-    """A fixed-point iteration of a residual flow stopped at ``max_iter`` before reaching ``tol``."""
+    r"""A fixed-point iteration of a residual flow stopped at ``max_iter`` before reaching ``tol``.
+
+    The inverse of :math:`y = x + g(x)` iterates :math:`x_{k+1} = y - g(x_k)` from
+    :math:`x_0 = y` (and the backward pass of the inverse iterates
+    :math:`w_{k+1} = \bar x - J_g^\top w_k` alike, :math:`\bar x` the incoming gradient), stopping
+    once every element satisfies
+
+    .. math::
+        |x_{k+1} - x_k| \le \mathrm{tol}\,(1 + |x_{k+1}|).
+
+    When ``max_iter`` iterations pass first, the last iterate is returned and this warning is
+    given; raising ``max_iter`` or ``tol``, or lowering ``coefficient`` (hence
+    :math:`\mathrm{Lip}(g)`, the rate of convergence), helps.
+
+    Reference: Behrmann et al., "Invertible Residual Networks", 2019 (the inverse by fixed-point
+    iteration, which converges since :math:`\mathrm{Lip}(g) < 1`).
+
+    Example:
+        >>> import warnings, torch
+        >>> from flowtorch.bijectors.residual import FixedPointWarning, ResidualFlow
+        >>> _ = torch.manual_seed(0)
+        >>> b = ResidualFlow(hidden_dims=(8,), max_iter=2)(shape=torch.Size([2]))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = b.inverse(torch.randn(3, 2))
+        >>> [w.category is FixedPointWarning for w in caught]
+        [True]
+    """
 
 
 def _lipswish(x: torch.Tensor) -> torch.Tensor:
@@ -78,6 +105,18 @@ class SpectralNormLinear(nn.Module):
     at a higher cost for larger matrices.
 
     Reference: Miyato et al., "Spectral Normalization for Generative Adversarial Networks", 2018.
+
+    Args:
+        in_features: size of each input, the number of columns of :math:`W`.
+        out_features: size of each output, the number of rows of :math:`W`.
+        coefficient: :math:`c > 0`, the bound on the spectral norm.
+        bias: whether the layer adds a learnable bias :math:`b`.
+        power_tol: relative tolerance of the power iteration (default ``100 eps`` of the
+            weight's dtype).
+        power_max_iter: the most power-iteration steps per call.
+        exact: compute :math:`\sigma(W)` by singular values instead of power iteration.
+
+    Shapes: ``x`` is ``batch + (in_features,)``, the output ``batch + (out_features,)``.
 
     Example:
         >>> import torch

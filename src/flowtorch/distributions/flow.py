@@ -26,6 +26,9 @@ class Flow(nn.Module, Distribution):
     A ``torch.distributions.Distribution`` and an ``nn.Module`` (its bijector's parameters are
     the flow's parameters). The bijector may be a plan: it is built for the base's event shape.
 
+    References: Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015;
+    Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference", 2021.
+
     Args:
         base_dist: the base distribution :math:`p_0`; its event shape is the flow's.
         bijector: a bijector or a plan of one.
@@ -260,7 +263,8 @@ class Flow(nn.Module, Distribution):
             return None
         if bool(inside.all()):
             return None
-        return ~inside
+        outside: torch.Tensor = ~inside
+        return outside
 
     def score_parts(self, value: torch.Tensor, context: torch.Tensor | None = None) -> Any:
         """Pyro's ingredients of the ELBO at ``value`` (``pyro.distributions.ScoreParts``).

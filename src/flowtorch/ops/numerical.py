@@ -113,6 +113,8 @@ def gauss_legendre(
     :math:`w_j = 2 / [(1 - s_j^2) P_n'(s_j)^2]`; the rule integrates polynomials of degree up to
     :math:`2n - 1` exactly. Computed once per ``n`` in float64 (Golub-Welsch, then Newton).
 
+    Reference: Golub & Welsch, "Calculation of Gauss Quadrature Rules", Math. Comp., 1969.
+
     Args:
         n: number of nodes, at least 1.
         dtype: dtype of the returned tensors (default: torch's default dtype).
@@ -148,6 +150,10 @@ def clenshaw_curtis(
     :math:`c_0 = c_m = 1`, :math:`c_j = 2` otherwise, :math:`b_{m/2} = 1`, :math:`b_k = 2`
     otherwise. Exact for polynomials of degree up to :math:`n - 1`.
 
+    References: Clenshaw & Curtis, "A method for numerical integration on an automatic
+    computer", Numer. Math., 1960; Trefethen, "Is Gauss Quadrature Better than Clenshaw-Curtis?",
+    SIAM Review, 2008.
+
     Args:
         n: number of nodes, at least 2.
         dtype: dtype of the returned tensors (default: torch's default dtype).
@@ -176,7 +182,25 @@ _RULES: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
 def quadrature_rule(
     rule: str, n: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Nodes and weights of ``rule`` (``"gauss-legendre"`` or ``"clenshaw-curtis"``) on [-1, 1].
+    r"""Nodes and weights of ``rule`` (``"gauss-legendre"`` or ``"clenshaw-curtis"``) on [-1, 1].
+
+    The rule approximates
+
+    .. math:: \int_{-1}^{1} f(s)\,ds \approx \sum_{j=1}^{n} w_j f(s_j);
+
+    see :func:`gauss_legendre` and :func:`clenshaw_curtis`.
+
+    Reference: Trefethen, "Is Gauss Quadrature Better than Clenshaw-Curtis?", SIAM Review, 2008
+    (the two rules compared).
+
+    Args:
+        rule: ``"gauss-legendre"`` or ``"clenshaw-curtis"``.
+        n: number of nodes (at least 1 for Gauss-Legendre, 2 for Clenshaw-Curtis).
+        dtype: dtype of the returned tensors (default: torch's default dtype).
+        device: device of the returned tensors.
+
+    Returns:
+        ``(nodes, weights)``, each of shape ``(n,)``, nodes ascending.
 
     Example:
         >>> nodes, weights = quadrature_rule("gauss-legendre", 2, dtype=torch.float64)
@@ -197,6 +221,15 @@ def quadrature(
     rule: str = "gauss-legendre",
 ) -> Tensor:
     r"""Elementwise definite integrals :math:`\int_a^b f(t)\,dt` by a fixed ``n``-node rule.
+
+    The rule's nodes :math:`s_j` and weights :math:`w_j` on :math:`[-1, 1]` are mapped onto
+    every interval:
+
+    .. math::
+        \int_a^b f(t)\,dt \approx \frac{b - a}{2} \sum_{j=1}^{n} w_j\,
+            f\!\left(a + \frac{b - a}{2}(s_j + 1)\right).
+
+    Reference: Trefethen, "Is Gauss Quadrature Better than Clenshaw-Curtis?", SIAM Review, 2008.
 
     Args:
         fn: the integrand; called once with the nodes of every interval, a tensor of shape
@@ -268,6 +301,9 @@ def find_bracket(
     :math:`f(\mathrm{lo}) \le y \le f(\mathrm{hi})` becomes the interval of twice its width just beyond its
     offending end (so the search grows geometrically). No gradient is
     recorded.
+
+    Reference: Press, Teukolsky, Vetterling & Flannery, "Numerical Recipes: The Art of Scientific
+    Computing", 3rd ed., 2007, section 9.1 (bracketing a root by expanding the interval).
 
     Args:
         fn: increasing elementwise map; ``fn(x)`` broadcasts against ``target``.
@@ -344,6 +380,9 @@ def bisect_monotone(
     iteration evaluates ``fn`` once on the whole batch. No gradient is recorded: see
     :func:`attach_root_gradient`.
 
+    Reference: Press, Teukolsky, Vetterling & Flannery, "Numerical Recipes: The Art of Scientific
+    Computing", 3rd ed., 2007, section 9.1 (bisection).
+
     Args:
         fn: increasing elementwise map; ``fn(x)`` broadcasts against ``target``.
         target: the values :math:`y`.
@@ -404,6 +443,9 @@ def newton_monotone(
     dtype for both) or its residual is exactly zero; the loop stops when all have, or after
     ``max_iter`` iterations. Convergence is quadratic near a simple root and never slower than
     bisection. No gradient is recorded: see :func:`attach_root_gradient`.
+
+    Reference: Press, Teukolsky, Vetterling & Flannery, "Numerical Recipes: The Art of Scientific
+    Computing", 3rd ed., 2007, section 9.4 (``rtsafe``: Newton's method safeguarded by bisection).
 
     Args:
         fn: ``x -> (f(x), f'(x))`` for an increasing elementwise map; broadcasts against ``target``.
@@ -473,6 +515,9 @@ def attach_root_gradient(root: Tensor, value: Tensor, derivative: Tensor, target
     (:math:`\operatorname{sg}` stops gradients) has the value of a Newton step and the first
     derivatives of the exact root: :math:`\partial x / \partial y = 1 / f'` and
     :math:`\partial x / \partial \theta = -(\partial f / \partial \theta) / f'`.
+
+    Reference: Köhler, Krämer & Noé, "Smooth Normalizing Flows", 2021 (gradients through a
+    numerically inverted flow by the inverse function theorem, with a black-box root finder).
 
     Args:
         root: :math:`x^\star`, without gradient.

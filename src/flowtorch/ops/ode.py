@@ -131,6 +131,10 @@ def rk4(f: Dynamics, y0: State, t0: float, t1: float, *, steps: int = 10) -> Sta
         k_3 = f(t + \tfrac h2, y + \tfrac h2 k_2),\ k_4 = f(t + h, y + h k_3),\quad
         y \leftarrow y + \tfrac h6 (k_1 + 2k_2 + 2k_3 + k_4).
 
+    References: Kutta, "Beitrag zur näherungsweisen Integration totaler Differentialgleichungen",
+    1901; Hairer, Nørsett & Wanner, "Solving Ordinary Differential Equations I: Nonstiff
+    Problems", 2nd ed., 1993, section II.1.
+
     Args:
         f: the dynamics ``f(t, y) -> dy/dt`` on tuples of tensors.
         y0: the initial state, a tuple of tensors.
@@ -203,6 +207,10 @@ def dopri5(
     estimated local error satisfies ``err <= 1`` for the norm in :mod:`flowtorch.ops.ode`.
     Tolerances below ``10 * eps`` of the state's dtype are raised to it (float32 cannot resolve
     less). Each accepted step costs 6 evaluations of ``f`` (the seventh is reused by the next).
+
+    References: Dormand & Prince, "A family of embedded Runge-Kutta formulae", J. Comput. Appl.
+    Math., 1980; Hairer, Nørsett & Wanner, "Solving Ordinary Differential Equations I: Nonstiff
+    Problems", 2nd ed., 1993, section II.4 (step-size control and the initial step).
 
     Args:
         f: the dynamics ``f(t, y) -> dy/dt`` on tuples of tensors.
@@ -318,10 +326,35 @@ def odeint(
     max_steps: int = 10_000,
     stats: dict[str, int] | None = None,
 ) -> State:
-    """Integrates ``f`` from ``t0`` to ``t1`` with ``method`` (``"dopri5"`` or ``"rk4"``).
+    r"""Integrates ``f`` from ``t0`` to ``t1`` with ``method`` (``"dopri5"`` or ``"rk4"``).
+
+    Approximates the solution of the initial value problem :math:`\dot y = f(t, y)`,
+    :math:`y(t_0) = y_0`, at :math:`t_1`:
+
+    .. math:: y(t_1) = y_0 + \int_{t_0}^{t_1} f(t, y(t))\,dt.
 
     ``rtol``, ``atol``, ``first_step``, ``max_steps`` and ``stats`` apply to ``dopri5``, ``steps``
     to ``rk4``. See :func:`dopri5` and :func:`rk4`.
+
+    Reference: Hairer, Nørsett & Wanner, "Solving Ordinary Differential Equations I: Nonstiff
+    Problems", 2nd ed., 1993.
+
+    Args:
+        f: the dynamics ``f(t, y) -> dy/dt`` on tuples of tensors.
+        y0: the initial state, a tuple of tensors.
+        t0: initial time.
+        t1: final time (smaller than ``t0`` to integrate backwards).
+        method: ``"dopri5"`` (adaptive) or ``"rk4"`` (fixed steps).
+        rtol: relative tolerance (``dopri5``).
+        atol: absolute tolerance (``dopri5``).
+        steps: number of equal steps (``rk4``).
+        first_step: size of the first step; default: chosen automatically (``dopri5``).
+        max_steps: the most steps, accepted and rejected, before giving up (``dopri5``).
+        stats: a dict that receives the solver's counts (``dopri5``).
+
+    Returns:
+        The state at ``t1``, a tuple of tensors of the shapes of ``y0``, differentiable by
+        backpropagation through the steps.
 
     Example:
         >>> y0 = (torch.ones(1, dtype=torch.float64),)
@@ -415,6 +448,9 @@ def odeint_adjoint(
     :math:`\partial L / \partial y(t_0) = a(t_0)` and :math:`\partial L / \partial \theta = g(t_0)`.
     Memory does not grow with the number of steps; the gradients match backpropagation through
     the solver up to the solver's error. Only first derivatives are supported.
+
+    Reference: Chen, Rubanova, Bettencourt & Duvenaud, "Neural Ordinary Differential Equations",
+    NeurIPS 2018 (the adjoint method for ODE solvers).
 
     Args:
         f: the dynamics; it may read any tensor of ``params`` (closed over), and no other tensor

@@ -20,6 +20,10 @@ class Tensor(Parameters):
     is a linear map (or an MLP with ``hidden_dims``) whose last layer starts at zero, so the
     conditional bijector starts where the unconditional one would.
 
+    References: Ha et al., "HyperNetworks", 2017 (a network that outputs another map's
+    parameters, here from the context); Kingma & Dhariwal, "Glow: Generative Flow with
+    Invertible 1x1 Convolutions", 2018 (zero initialisation of the last layer).
+
     Args:
         hidden_dims: hidden layer sizes of :math:`g` (context only).
         init_scale: standard deviation of the free parameters' initial values.
