@@ -1,4 +1,4 @@
-"""Sessions: tests (per torch version), lint, typecheck, examples, benchmarks."""
+"""Sessions: tests (per torch version), coverage, lint, typecheck, examples, docs, benchmarks."""
 
 from __future__ import annotations
 
@@ -24,6 +24,21 @@ def tests(session: nox.Session, torch: str) -> None:
     """The test suite (doctests included). Default: ``nox -s "tests(2.13.0)"``."""
     _install(session, torch, "test", "examples")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python="3.11")
+def coverage(session: nox.Session) -> None:
+    """The test suite under coverage: line and branch coverage of ``src/``, at least 95%."""
+    _install(session, DEFAULT_TORCH, "test", "examples")
+    session.run(
+        "pytest",
+        "-q",
+        "--cov=flowtorch",
+        "--cov-branch",
+        "--cov-report=term-missing:skip-covered",
+        "--cov-fail-under=95",
+        *session.posargs,
+    )
 
 
 @nox.session(python="3.11")

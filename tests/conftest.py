@@ -23,6 +23,12 @@ torch.set_num_threads(1)
 pytest_plugins = ["tests._device"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A cache miss the suite did not ask for is an error. Set here rather than in pyproject.toml:
+    # resolving the category there imports flowtorch before coverage measurement starts.
+    config.addinivalue_line("filterwarnings", "error::flowtorch.CacheMissWarning")
+
+
 def _plain(cls: type) -> Callable[[], Any]:
     return lambda: cls()
 

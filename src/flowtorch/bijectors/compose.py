@@ -8,6 +8,7 @@ from typing import Any, cast
 import torch
 from torch.distributions import constraints
 
+from flowtorch.bijectors import mode as _mode
 from flowtorch.bijectors.base import Bijector, build
 
 __all__ = ["Compose", "Invert"]
@@ -120,9 +121,10 @@ class Compose(Bijector):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_context(context)
         total: torch.Tensor | None = None
-        for b in self.layers():
-            x, ladj = b.forward_and_ladj(x, self._ctx(b, context))
-            total = ladj if total is None else total + ladj
+        with _mode.quietly():  # the layers record their own entries; the sum needs no interception
+            for b in self.layers():
+                x, ladj = b.forward_and_ladj(x, self._ctx(b, context))
+                total = ladj if total is None else total + ladj
         assert total is not None
         return x, total
 
@@ -131,9 +133,10 @@ class Compose(Bijector):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_context(context)
         total: torch.Tensor | None = None
-        for b in reversed(list(self.layers())):
-            y, ladj = b.inverse_and_ladj(y, self._ctx(b, context))
-            total = ladj if total is None else total + ladj
+        with _mode.quietly():
+            for b in reversed(list(self.layers())):
+                y, ladj = b.inverse_and_ladj(y, self._ctx(b, context))
+                total = ladj if total is None else total + ladj
         assert total is not None
         return y, total
 
@@ -234,19 +237,22 @@ class Invert(Bijector):
     def forward_and_ladj(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        y, ladj = self.bijector.inverse_and_ladj(x, context)
-        return y, -ladj
+        with _mode.quietly():
+            y, ladj = self.bijector.inverse_and_ladj(x, context)
+            return y, -ladj
 
     def inverse_and_ladj(
         self, y: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, ladj = self.bijector.forward_and_ladj(y, context)
-        return x, -ladj
+        with _mode.quietly():
+            x, ladj = self.bijector.forward_and_ladj(y, context)
+            return x, -ladj
 
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return -self.bijector.log_abs_det_jacobian(y, x, context)
+        with _mode.quietly():
+            return -self.bijector.log_abs_det_jacobian(y, x, context)
 
     def extra_repr(self) -> str:
         return ""

@@ -323,6 +323,18 @@ def quiet(scope: _Scope) -> contextlib.AbstractContextManager[None]:
     return _NULL if _tracing() else suspended(scope)
 
 
+def quietly() -> contextlib.AbstractContextManager[None]:
+    """:func:`quiet` for the innermost active scope; a null context outside every mode.
+
+    For library code around bijector calls (a flow's base density, the sum of a composition's
+    log-dets): its ops write to no tensor the mode watches, so they need no interception.
+    """
+    scopes = STATE.scopes
+    if not scopes or _tracing():
+        return _NULL
+    return suspended(scopes[-1])
+
+
 def current_scope() -> _Scope | None:
     scopes = STATE.scopes
     return scopes[-1] if scopes else None

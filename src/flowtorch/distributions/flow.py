@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
 
+from flowtorch.bijectors import mode as _mode
 from flowtorch.bijectors.base import Bijector, build
 
 __all__ = ["Flow"]
@@ -200,7 +201,8 @@ class Flow(nn.Module, Distribution):
     def rsample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Reparametrised samples of shape ``sample_shape + batch + event``."""
         context = self._context_for(context)
-        return self.bijector.forward(self._draw_base(sample_shape, context), context)
+        with _mode.quietly():
+            return self.bijector.forward(self._draw_base(sample_shape, context), context)
 
     def forward(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """``flow(sample_shape, context)``: reparametrised samples, the same as :meth:`rsample`.
@@ -220,28 +222,30 @@ class Flow(nn.Module, Distribution):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log-density in one forward pass (no inverse)."""
         context = self._context_for(context)
-        z = self._draw_base(sample_shape, context)
-        y, ladj = self.bijector.forward_and_ladj(z, context)
-        return y, self.base_dist.log_prob(z) - ladj
+        with _mode.quietly():
+            z = self._draw_base(sample_shape, context)
+            y, ladj = self.bijector.forward_and_ladj(z, context)
+            return y, self.base_dist.log_prob(z) - ladj
 
     def log_prob(self, value: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """log p(value); inside ``BijectiveMode`` the flow's own samples are scored from the cache."""
         context = self._context_for(context)
-        if self._validate_args:
-            self._validate_sample(value)
-            if not bool(torch.isfinite(value).all()):  # the support check lets inf through
-                raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
-        outside = None if self._validate_args else self._outside_support(value)
-        if outside is not None:  # score an inside point instead, then mask: never a finite number
-            inside_point = constraints_registry.biject_to(self.support)(torch.zeros_like(value))
-            value = torch.where(
-                outside.reshape(outside.shape + (1,) * len(self.event_shape)), inside_point, value
-            )
-        z, ladj = self.bijector.inverse_and_ladj(value, context)
-        log_p = self.base_dist.log_prob(z) - ladj
-        if outside is not None:
-            log_p = log_p.masked_fill(outside, -torch.inf)
-        return log_p
+        with _mode.quietly():  # the bijector calls record their own entries
+            if self._validate_args:
+                self._validate_sample(value)
+                if not bool(torch.isfinite(value).all()):  # the support check lets inf through
+                    raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
+            outside = None if self._validate_args else self._outside_support(value)
+            if outside is not None:  # score an inside point instead, then mask: never a finite number
+                inside_point = constraints_registry.biject_to(self.support)(torch.zeros_like(value))
+                value = torch.where(
+                    outside.reshape(outside.shape + (1,) * len(self.event_shape)), inside_point, value
+                )
+            z, ladj = self.bijector.inverse_and_ladj(value, context)
+            log_p = self.base_dist.log_prob(z) - ladj
+            if outside is not None:
+                log_p = log_p.masked_fill(outside, -torch.inf)
+            return log_p
 
     def _outside_support(self, value: torch.Tensor) -> torch.Tensor | None:
         r"""Without argument validation: which batch elements of ``value`` lie outside the support,
