@@ -10,7 +10,7 @@ import torch
 from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.lazy import Plan
 from flowtorch.ops import identity_derivative, rational_quadratic_spline
-from flowtorch.parameters.coupling import DenseCoupling
+from flowtorch.parameters.coupling import DenseCoupling, _as_slice
 
 __all__ = ["AffineCoupling", "SplineCoupling", "coupling_mask"]
 
@@ -125,6 +125,8 @@ class _Coupling(Bijector):
         self.register_buffer("_transformed_index", (~flat).nonzero().squeeze(-1), persistent=False)
         # for each event element, its index among the transformed ones (0 for identity elements)
         self.register_buffer("_position", ((~flat).cumsum(0) - 1).clamp(min=0), persistent=False)
+        # Regular masks ("alternate", "half") transform a strided slice: written back without a gather.
+        self._transformed_slice = _as_slice(self._transformed_index.tolist())
 
     @staticmethod
     def _with_mask(params_fn: Any, mask: torch.Tensor) -> Any:
@@ -155,7 +157,11 @@ class _Coupling(Bijector):
     def _merge(self, value: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         n = len(self.shape)
         flat = value.reshape(*value.shape[: value.dim() - n], -1)
-        out = torch.where(self._identity, flat, part[..., self._position])
+        index = self._transformed_slice
+        if index is not None and part.shape[:-1] == flat.shape[:-1]:
+            out = torch.slice_scatter(flat, part, -1, index.start, index.stop, index.step)
+        else:
+            out = torch.where(self._identity, flat, part[..., self._position])
         return out.reshape(*out.shape[:-1], *self.shape)
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
