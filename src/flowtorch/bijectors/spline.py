@@ -8,10 +8,13 @@ import torch
 
 from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.lazy import Plan
-from flowtorch.ops import linear_rational_spline, rational_quadratic_spline
+from flowtorch.ops import identity_derivative, linear_rational_spline, rational_quadratic_spline
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
 __all__ = ["Spline", "SplineAutoregressive"]
+
+#: the unnormalised derivative that softplus maps to slope 1 (all-zero parameters: identity)
+_IDENTITY_DERIVATIVE = identity_derivative()
 
 
 class Spline(Bijector):
@@ -28,7 +31,9 @@ class Spline(Bijector):
     ``order="linear"`` is the linear-rational spline of Dolatabadi et al. (2020), flowtorch 0.8's
     default. Both have analytic inverses. The conditioner emits unnormalised bin widths and
     heights (``count_bins`` each), interior derivatives (``count_bins - 1``) and, for the linear
-    order, ``count_bins`` mixing weights.
+    order, ``count_bins`` mixing weights. The quadratic order offsets the unnormalised derivatives
+    by :func:`flowtorch.ops.identity_derivative`, so that all-zero parameters (a conditioner at
+    initialisation) give the identity map, as in :class:`~flowtorch.bijectors.SplineCoupling`.
 
     References: Durkan et al., "Neural Spline Flows", 2019; Dolatabadi et al., "Invertible
     Generative Modeling using Linear Rational Splines", 2020.
@@ -89,7 +94,10 @@ class Spline(Bijector):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.order == "linear":
             return linear_rational_spline(value, *params, bound=self.bound, inverse=inverse)
-        return rational_quadratic_spline(value, *params, bound=self.bound, inverse=inverse)
+        widths, heights, derivatives = params
+        return rational_quadratic_spline(
+            value, widths, heights, derivatives + _IDENTITY_DERIVATIVE, bound=self.bound, inverse=inverse
+        )
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         return self._spline(x, params, False)[0]
