@@ -59,7 +59,15 @@ def typecheck(session: nox.Session) -> None:
 def examples(session: nox.Session) -> None:
     """Runs every example in its short smoke mode."""
     _install(session, DEFAULT_TORCH, "examples")
-    for script in ("two_moons.py", "neals_funnel_vi.py", "bivariate_normal.py", "energy_vi.py"):
+    scripts = (
+        "two_moons.py",
+        "neals_funnel_vi.py",
+        "bivariate_normal.py",
+        "energy_vi.py",
+        "digits.py",
+        "conditional_density.py",
+    )
+    for script in scripts:
         session.run("python", f"examples/{script}", "--smoke", "--no-progress")
     session.run("python", "examples/ddp_train.py", "--smoke")
 
@@ -67,7 +75,7 @@ def examples(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def benchmarks(session: nox.Session) -> None:
     """Side-by-side timings against the peers (not part of the default sessions)."""
-    _install(session, DEFAULT_TORCH, "benchmarks")
+    _install(session, DEFAULT_TORCH, "benchmarks", "peers")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
