@@ -51,8 +51,8 @@ class CircularSpline(Bijector):
         count_bins: int = 8,
         bound: float = math.pi,
     ) -> None:
-        if int(count_bins) < 2:
-            raise ValueError(f"CircularSpline: count_bins must be at least 2, got {count_bins}")
+        if isinstance(count_bins, bool) or int(count_bins) != count_bins or int(count_bins) < 2:
+            raise ValueError(f"CircularSpline: count_bins must be an integer of at least 2, got {count_bins}")
         if not bound > 0:
             raise ValueError(f"CircularSpline: bound must be positive, got {bound}")
         self.count_bins = int(count_bins)

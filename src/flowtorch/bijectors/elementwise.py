@@ -18,10 +18,6 @@ from flowtorch.bijectors.base import Bijector, Params
 __all__ = ["ELU", "Exp", "LeakyReLU", "Power", "Sigmoid", "Softplus", "Tanh"]
 
 
-def _tiny(t: torch.Tensor) -> float:
-    return float(torch.finfo(t.dtype).tiny)
-
-
 class Exp(Bijector):
     r""":math:`y = e^x`, :math:`\log|dy/dx| = x`; the inverse is :math:`x = \log y`.
 

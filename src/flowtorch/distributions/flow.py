@@ -263,7 +263,10 @@ class Flow(nn.Module, Distribution):
             return None
         try:
             inside = support.check(value)
-        except RuntimeError:  # a value of the wrong shape: the bijector's check names the problem
+        except (
+            RuntimeError,
+            ValueError,
+        ):  # a value of the wrong shape: the bijector's check names the problem
             return None
         if bool(inside.all()):
             return None

@@ -326,6 +326,8 @@ def find_bracket(
         >>> bool(((torch.sinh(lo) <= torch.tensor([-50.0, 0.5, 300.0])) & (lo < hi)).all())
         True
     """
+    if isinstance(max_expand, bool) or not isinstance(max_expand, int) or max_expand < 0:
+        raise ValueError(f"find_bracket: max_expand must be a non-negative integer, got {max_expand!r}")
     with torch.no_grad():
         target = target.detach()
         lo = torch.as_tensor(lower, dtype=target.dtype, device=target.device)

@@ -396,6 +396,8 @@ def rational_quadratic_spline(
     """
     _check_bound(bound)
     num_bins = unnormalized_widths.shape[-1]
+    if num_bins < 1:
+        raise ValueError("splines need at least one bin (unnormalized_widths has last dimension 0)")
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
 
@@ -501,6 +503,8 @@ def linear_rational_spline(
     """
     _check_bound(bound)
     num_bins = unnormalized_widths.shape[-1]
+    if num_bins < 1:
+        raise ValueError("splines need at least one bin (unnormalized_widths has last dimension 0)")
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
     _check_last_dim("unnormalized_lambdas", unnormalized_lambdas, num_bins)
@@ -581,6 +585,8 @@ def circular_rational_quadratic_spline(
     """
     _check_bound(bound)
     num_bins = unnormalized_widths.shape[-1]
+    if num_bins < 1:
+        raise ValueError("splines need at least one bin (unnormalized_widths has last dimension 0)")
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins)
 
