@@ -203,6 +203,8 @@ class FloorSplineAR(nn.Module):
         super().__init__()
         self.d, self.bins, self.bound = d, bins, bound
         self.mades = nn.ModuleList(FloorMADE(d, hidden, (bins, bins, bins - 1), o) for o in _orders(layers))
+        # the spline's derivatives start at the identity (as flowtorch's splines offset them)
+        self.offset = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 
     def log_prob(self, y: Tensor) -> Tensor:
         d, k = self.d, self.bins
@@ -212,7 +214,7 @@ class FloorSplineAR(nn.Module):
             batch = out.shape[:-1]
             uw = out[..., : d * k].view(*batch, d, k)
             uh = out[..., d * k : 2 * d * k].view(*batch, d, k)
-            ud = out[..., 2 * d * k :].view(*batch, d, k - 1)
+            ud = out[..., 2 * d * k :].view(*batch, d, k - 1) + self.offset
             y, ld = rq_spline_inverse(y, uw, uh, ud, self.bound)
             ladj = ladj + ld.sum(-1)
         return standard_normal_log_prob(y) - ladj

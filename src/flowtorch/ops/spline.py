@@ -207,7 +207,7 @@ def _anchored(idx: Tensor, flip: Tensor) -> Tensor:
 def _identity_tails(
     inputs: Tensor, bound: float, outputs: Tensor, logabsdet: Tensor
 ) -> tuple[Tensor, Tensor]:
-    inside = (inputs >= -bound) & (inputs <= bound)
+    inside = inputs.abs() <= bound
     return torch.where(inside, outputs, inputs), torch.where(inside, logabsdet, 0.0)
 
 
@@ -221,14 +221,16 @@ def _rq_core(x: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, inverse: bool) -> tu
     batch = _broadcast_shapes(x.shape, xk.shape[:-1], yk.shape[:-1], dk.shape[:-1])
     search = yk if inverse else xk
     idx = _bin_index(x, search, batch)
-    lower, upper = _take(search, torch.cat((idx, idx + 1), dim=-1), batch).unbind(-1)
+    # (the bin's ends only pick the nearer one: no gradient flows through them)
+    lower, upper = _take(search.detach(), torch.cat((idx, idx + 1), dim=-1), batch).unbind(-1)
     # Anchor at the nearer knot. The map is symmetric under
     # (xi, x_k, y_k, d_k) <-> (1 - xi, x_{k+1}, y_{k+1}, d_{k+1}), so with
     # signed w, h below the same formulas serve both ends.
     ends = _anchored(idx, x - lower > upper - x)
-    x0, x1 = _take(xk, ends, batch).unbind(-1)
-    y0, y1 = _take(yk, ends, batch).unbind(-1)
-    d0, d1 = _take(dk, ends, batch).unbind(-1)
+    near, far = ends[..., :1], ends[..., 1:]  # (one gather per value: cheaper to differentiate)
+    x0, x1 = _take(xk, near, batch).squeeze(-1), _take(xk, far, batch).squeeze(-1)
+    y0, y1 = _take(yk, near, batch).squeeze(-1), _take(yk, far, batch).squeeze(-1)
+    d0, d1 = _take(dk, near, batch).squeeze(-1), _take(dk, far, batch).squeeze(-1)
 
     w = x1 - x0
     h = y1 - y0
