@@ -28,7 +28,8 @@ def tests(session: nox.Session, torch: str) -> None:
 
 @nox.session(python="3.11")
 def coverage(session: nox.Session) -> None:
-    """The test suite under coverage: line and branch coverage of ``src/``, at least 95%."""
+    """The test suite under coverage, the slow tests included (2,000-step training runs): line and
+    branch coverage of ``src/``, at least 95%."""
     _install(session, DEFAULT_TORCH, "test", "examples")
     session.run(
         "pytest",
@@ -38,6 +39,7 @@ def coverage(session: nox.Session) -> None:
         "--cov-report=term-missing:skip-covered",
         "--cov-fail-under=95",
         *session.posargs,
+        env={"FLOWTORCH_SLOW": "1"},
     )
 
 
