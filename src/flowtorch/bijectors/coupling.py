@@ -152,7 +152,9 @@ class _Coupling(Bijector):
 
     def _split(self, value: torch.Tensor) -> torch.Tensor:
         batch = value.shape[: value.dim() - len(self.shape)]
-        return value.reshape(*batch, -1)[..., self._transformed_index]
+        flat = value.reshape(*batch, -1)
+        index = self._transformed_slice
+        return flat[..., index] if index is not None else flat[..., self._transformed_index]
 
     def _merge(self, value: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         n = len(self.shape)

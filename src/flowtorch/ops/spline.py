@@ -111,8 +111,11 @@ def identity_derivative(min_derivative: float = 1e-3) -> float:
 def _pad_ends(inner: Tensor, first: float, last: float) -> Tensor:
     """Prepend ``first`` and append ``last`` along the last dimension.
 
-    (One ``cat`` of broadcast constants: several times faster than ``F.pad``.)
+    (``F.pad`` for equal ends, else one ``cat`` of broadcast constants: the faster of the two on
+    CPU for the small last dims of spline parameters.)
     """
+    if first == last:
+        return F.pad(inner, (1, 1), value=first)
     shape = (*inner.shape[:-1], 1)
     return torch.cat(
         (inner.new_full((), first).expand(shape), inner, inner.new_full((), last).expand(shape)), dim=-1
