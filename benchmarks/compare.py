@@ -19,7 +19,7 @@ Benchmarks (names for ``run.py --only``):
 * ``compile_step``: the flowtorch MAF step with ``torch.compile`` against eager (in a subprocess,
   given two minutes to compile).
 
-:func:`targets` turns the results into the issue's targets, met or not.
+:func:`targets` turns the results into the project's performance targets, met or not.
 """
 
 from __future__ import annotations
@@ -573,7 +573,7 @@ def _ratio(table: dict[str, Any], name: str) -> float | None:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, evaluated on one run's results (those benchmarks that ran)."""
+    """The performance targets, evaluated on one run's results (those benchmarks that ran)."""
     rows: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, limit: float, note: str = "") -> None:

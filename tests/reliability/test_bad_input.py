@@ -146,7 +146,7 @@ BAD: dict[str, Any] = {
     "Flow.log_prob: float64 value, float32 flow": Bad(
         lambda: flow(validate=True).log_prob(x3.double()), TypeError, r"float64.*float32"
     ),
-    # torch's own message names both devices; the cheap dtype check proposed for base.py leaves
+    # torch's own message names both devices; the dtype check in Bijector._check leaves
     # devices to torch
     "input on another device (meta), CPU parameters": Bad(
         lambda: maf().forward(torch.ones(4, 3, device="meta")),

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.bijectors.base import Params
+from flowtorch.bijectors.spline import _SplineMap
 from flowtorch.lazy import Plan
 from flowtorch.ops import circular_rational_quadratic_spline
 from flowtorch.parameters import Tensor
@@ -16,7 +17,7 @@ from flowtorch.parameters import Tensor
 __all__ = ["CircularSpline"]
 
 
-class CircularSpline(Bijector):
+class CircularSpline(_SplineMap):
     r"""Elementwise circular rational-quadratic spline on angles in ``[-bound, bound]``.
 
     The rational-quadratic spline of Durkan et al. (2019) with :math:`K` bins, no tails, and one
@@ -72,22 +73,6 @@ class CircularSpline(Bijector):
         self, value: torch.Tensor, params: Params, inverse: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return circular_rational_quadratic_spline(value, *params, bound=self.bound, inverse=inverse)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(x, params, False)[0]
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(y, params, True)[0]
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(x, params, False)[1]
-
-    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._spline(x, params, False)
-
-    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        x, ladj_inverse = self._spline(y, params, True)
-        return x, -ladj_inverse
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, count_bins={self.count_bins}, bound={self.bound}"

@@ -17,7 +17,34 @@ __all__ = ["Spline", "SplineAutoregressive"]
 _IDENTITY_DERIVATIVE = identity_derivative()
 
 
-class Spline(Bijector):
+class _SplineMap(Bijector):
+    """An elementwise map given by one spline function of the parameters; subclasses define
+    :meth:`_spline`, which returns the output and the log-derivative of the map it evaluates
+    (the forward map's at ``x``; for ``inverse=True``, the inverse map's at ``y``)."""
+
+    def _spline(
+        self, value: torch.Tensor, params: Params, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._spline(x, params, False)[0]
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._spline(y, params, True)[0]
+
+    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._spline(x, params, False)[1]
+
+    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._spline(x, params, False)
+
+    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        x, ladj_inverse = self._spline(y, params, True)
+        return x, -ladj_inverse
+
+
+class Spline(_SplineMap):
     r"""Elementwise monotonic spline on ``[-bound, bound]`` with identity (linear) tails outside.
 
     ``order="quadratic"`` is the rational-quadratic spline of Durkan et al. (2019): with
@@ -98,22 +125,6 @@ class Spline(Bijector):
         return rational_quadratic_spline(
             value, widths, heights, derivatives + _IDENTITY_DERIVATIVE, bound=self.bound, inverse=inverse
         )
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(x, params, False)[0]
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(y, params, True)[0]
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(x, params, False)[1]
-
-    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._spline(x, params, False)
-
-    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        x, ladj_inverse = self._spline(y, params, True)
-        return x, -ladj_inverse
 
     def extra_repr(self) -> str:
         return (
