@@ -3,6 +3,8 @@ normalize, score_parts without rsample, and moving bases that hold caches and di
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 from torch.distributions import (
@@ -157,3 +159,35 @@ def test_moving_a_base_that_holds_tensors_in_a_dict() -> None:
         torch.tensor(2.0, dtype=F64)
     )
     torch.testing.assert_close(flow.log_prob(y), expected)
+
+
+class _HoldsContainers(torch.distributions.Distribution):
+    """A base distribution whose tensors sit in containers of several kinds."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = torch.distributions.constraints.real_vector
+
+    def __init__(self) -> None:
+        import collections
+
+        point = collections.namedtuple("point", "loc scale")
+        self.pair = point(torch.zeros(2), torch.ones(2))
+        self.by_name = collections.OrderedDict(loc=torch.zeros(2))
+        self.counts = collections.defaultdict(list, {"a": torch.ones(2)})
+        super().__init__(event_shape=torch.Size([2]), validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        loc, scale = self.pair
+        return torch.distributions.Normal(loc, scale).log_prob(value).sum(-1)
+
+
+def test_to_converts_tensors_inside_container_subclasses_of_the_base() -> None:
+    import collections
+
+    flow = dist.Flow(_HoldsContainers(), bij.Exp())
+    moved = flow.double()
+    base = moved.base_dist
+    assert type(base.pair).__name__ == "point" and base.pair.loc.dtype == torch.float64
+    assert type(base.by_name) is collections.OrderedDict and base.by_name["loc"].dtype == torch.float64
+    assert type(base.counts) is collections.defaultdict and base.counts.default_factory is list
+    assert base.counts["a"].dtype == torch.float64

@@ -356,10 +356,17 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], memo: dic
     elif isinstance(obj, (list, tuple)):
         items = [_map_tensors(v, fn, memo) for v in obj]
         if any(a is not b for a, b in zip(items, obj)):
-            out = type(obj)(items) if type(obj) in (list, tuple) else obj
+            if isinstance(obj, list):
+                out = copy.copy(obj)  # keeps a subclass and its attributes
+                out[:] = items
+            elif hasattr(obj, "_fields"):  # a named tuple
+                out = type(obj)(*items)
+            else:
+                out = type(obj)(items)
     elif isinstance(obj, dict):
         mapped = {k: _map_tensors(v, fn, memo) for k, v in obj.items()}
         if any(mapped[k] is not v for k, v in obj.items()):
-            out = type(obj)(mapped) if type(obj) is dict else obj
+            out = copy.copy(obj)  # keeps a subclass (OrderedDict, defaultdict's factory)
+            out.update(mapped)
     memo[key] = out
     return out
