@@ -7,11 +7,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.bijectors.compose import Compose
 from flowtorch.bijectors.naf import (
+    _MIN_SLOPE,
     _SOFTPLUS_ONE,
     BlockNeuralAutoregressive,
     NeuralAutoregressive,
@@ -70,11 +72,14 @@ def test_dsf_agrees_with_pyro() -> None:
 
     d, k = 3, 5
     a, b, w = random_dsf_params((d,), k, F64, seed=3)
+    # pyro's slopes are softplus(its parameter): give it the pre-activation of ours
+    slope = _MIN_SLOPE + F.softplus(a + _SOFTPLUS_ONE)
+    pyro_a = slope + torch.log(-torch.expm1(-slope))
 
     class Fixed(torch.nn.Module):  # pyro's params have shape (..., K, D)
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
             shape = (*x.shape[:-1], k, d)
-            return ((a + _SOFTPLUS_ONE).T.expand(shape), w.T.expand(shape), b.T.expand(shape))
+            return (pyro_a.T.expand(shape), w.T.expand(shape), b.T.expand(shape))
 
     transform = PyroNAF(Fixed(), hidden_units=k)
     y = torch.randn(7, d, dtype=F64, generator=torch.Generator().manual_seed(1)) * 2
@@ -92,10 +97,10 @@ def test_dsf_agrees_with_pyro() -> None:
 
 
 def test_naf_round_trips_across_the_real_line() -> None:
-    """Sampling inverts the closed-form density direction to ``1e-12`` in float64, tails included.
-
-    (Far enough out, the conditioner can make a dim's sigmoids so flat that its root lies beyond
-    1e19: ``forward`` then raises a ValueError rather than return an imprecise value.)"""
+    """Sampling inverts the closed-form density direction to ``1e-12`` in float64, tails included
+    (every sigmoid's slope is at least ``_MIN_SLOPE``, so the root of each dim is bracketed however
+    far out the conditioner's outputs are; ``test_log_dets_are_finite_at_extreme_valid_inputs``
+    goes to ``1e6``)."""
     torch.manual_seed(0)
     b = NeuralAutoregressive(params.DenseAutoregressive(hidden_dims=(16,)), hidden_units=6)(
         shape=(4,), context_shape=(2,)

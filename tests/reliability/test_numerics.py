@@ -223,12 +223,9 @@ def _extremes(c: constraints.Constraint, dtype: torch.dtype) -> list[float] | No
     return None
 
 
-# Known limits at |x| = 1e6: in the sampling direction the conditioner of NeuralAutoregressive reads
-# outputs of that size and its DSF slopes underflow to 0 (no bracket); an SOS polynomial's float32
-# inverse there depends on its (random) coefficients; hence non-strict.
+# Known limit at |x| = 1e6: an SOS polynomial's float32 inverse there depends on its (random)
+# coefficients; hence non-strict.
 KNOWN_EXTREME = {
-    "NeuralAutoregressive": "forward at |x| = 1e6: DSF slopes underflow to 0, find_bracket finds no bracket",
-    "Invert(NeuralAutoregressive)": "inverse at |y| = 1e6 raises find_bracket ValueError",
     "SOSPolynomial": "float32 inverse at |y| = 1e6 gives a non-finite x or log-det -inf",
 }
 

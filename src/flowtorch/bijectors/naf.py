@@ -32,8 +32,8 @@ class NeuralAutoregressive(_Monotone):
 
     For each dim, pseudo-parameters :math:`(\tilde a, b, \tilde w) \in \mathbb{R}^{3K}` of
     :math:`y_{<i}` (and the context) come from a MADE conditioner, and with
-    :math:`a = \operatorname{softplus}(\tilde a + s) > 0` (:math:`s = \log(e - 1)`, so that
-    :math:`a = 1` at :math:`\tilde a = 0`), :math:`w = \operatorname{softmax}(\tilde w)`,
+    :math:`a = a_{\min} + \operatorname{softplus}(\tilde a + s)` (:math:`a_{\min} = 10^{-3}`, and
+    :math:`s` such that :math:`a = 1` at :math:`\tilde a = 0`), :math:`w = \operatorname{softmax}(\tilde w)`,
     :math:`u_k = a_k y + b_k`,
 
     .. math::
@@ -48,7 +48,10 @@ class NeuralAutoregressive(_Monotone):
                      - \operatorname{LSE}_k\big[\log w_k + \log\sigma(-u_k)\big],
 
     every term a log-sum-exp of log-sigmoids, stable in both tails. :math:`T` is strictly
-    increasing and onto :math:`\mathbb{R}`; with zero pseudo-parameters it is the identity.
+    increasing and onto :math:`\mathbb{R}`; with zero pseudo-parameters it is the identity. The
+    floor :math:`a_{\min}` keeps every slope of the tails, :math:`\min_k a_k`, away from zero even
+    when the conditioner's outputs are huge (inputs of order :math:`10^6`), so the numerical
+    inverse always finds a bracket.
 
     Direction: the conditioner reads the data side (MAF direction,
     ``conditioned_on_output = True``), so ``inverse`` / ``log_prob`` is one parallel pass in
@@ -114,14 +117,16 @@ class NeuralAutoregressive(_Monotone):
         return f"{super().extra_repr()}, hidden_units={self.hidden_units}"
 
 
-_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1
+#: the smallest slope a of a DSF sigmoid: keeps the map's tails strictly increasing
+_MIN_SLOPE = 1e-3
+_SOFTPLUS_ONE = math.log(math.expm1(1.0 - _MIN_SLOPE))  # _MIN_SLOPE + softplus(_SOFTPLUS_ONE) == 1
 
 
 def _deep_sigmoid(
     y: torch.Tensor, a_raw: torch.Tensor, b: torch.Tensor, w_raw: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The DSF transformer and its log-derivative; parameters have a trailing dim of size K."""
-    a = F.softplus(a_raw + _SOFTPLUS_ONE)
+    a = _MIN_SLOPE + F.softplus(a_raw + _SOFTPLUS_ONE)
     log_w = torch.log_softmax(w_raw, dim=-1)
     u = a * y[..., None] + b
     log_s, log_1ms = F.logsigmoid(u), F.logsigmoid(-u)
