@@ -93,6 +93,11 @@ class Flow(nn.Module, Distribution):
                 f"event shape is {tuple(event_shape)}"
             )
         self.bijector = built
+        # A support that is all of R^n has no outside: log_prob then skips the support check.
+        support = built.codomain
+        while isinstance(support, constraints.independent):
+            support = support.base_constraint
+        self._bounded_support = support is not constraints.real
         self._context: torch.Tensor | None = None
         Distribution.__init__(
             self,
@@ -251,22 +256,11 @@ class Flow(nn.Module, Distribution):
         r"""Without argument validation: which batch elements of ``value`` lie outside the support,
         or ``None`` when all are inside or the support is all of :math:`\mathbb{R}^n` (a flow whose
         last layer maps onto the reals, checked without touching ``value``)."""
-        support = self.support
-        base = support
-        while isinstance(base, constraints.independent):
-            base = base.base_constraint
-        if (
-            base is constraints.real
-            or not isinstance(value, torch.Tensor)
-            or value.is_floating_point() is False
-        ):
-            return None
+        if not self._bounded_support or not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            return None  # (a value of the wrong type: the bijector's check names the problem)
         try:
-            inside = support.check(value)
-        except (
-            RuntimeError,
-            ValueError,
-        ):  # a value of the wrong shape: the bijector's check names the problem
+            inside = self.support.check(value)
+        except (RuntimeError, ValueError):  # a wrong shape: the bijector's own check names it
             return None
         if bool(inside.all()):
             return None
