@@ -475,14 +475,16 @@ class Bijector(LazyModule):
                         ladj = self._ladj_from_values(x, y, context, entry.params)
                 return entry.key, ladj
             self._check(value, context, forward)
-        compute = need_ladj or scope.requires_ladj
-        with _mode.suspended(scope):
-            if forward:
-                out, ladj, params = self._forward_with_params(value, context, compute)
-                stores = self._stores_forward_ladj
-            else:
-                out, ladj, params = self._inverse_with_params(value, context, compute)
-                stores = self._stores_inverse_ladj
+            compute = need_ladj or scope.requires_ladj
+            # (in eager code a no-op: ``quiet`` took the mode off already; under torch.compile,
+            # where ``quiet`` is a null context, this keeps the maths out of the mode)
+            with _mode.suspended(scope):
+                if forward:
+                    out, ladj, params = self._forward_with_params(value, context, compute)
+                    stores = self._stores_forward_ladj
+                else:
+                    out, ladj, params = self._inverse_with_params(value, context, compute)
+                    stores = self._stores_inverse_ladj
         # (outside the ``with``: under ``torch.compile``, ``record`` is a graph break)
         _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
         return out, ladj

@@ -330,9 +330,7 @@ def quietly() -> contextlib.AbstractContextManager[None]:
     log-dets): its ops write to no tensor the mode watches, so they need no interception.
     """
     scopes = STATE.scopes
-    if not scopes or _tracing():
-        return _NULL
-    return suspended(scopes[-1])
+    return quiet(scopes[-1]) if scopes else _NULL
 
 
 def current_scope() -> _Scope | None:
