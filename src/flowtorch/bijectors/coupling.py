@@ -10,7 +10,7 @@ import torch
 from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.lazy import Plan
 from flowtorch.ops import identity_derivative, rational_quadratic_spline
-from flowtorch.parameters.coupling import DenseCoupling, _as_slice
+from flowtorch.parameters.coupling import DenseCoupling, _as_slice, _take_last
 
 __all__ = ["AffineCoupling", "SplineCoupling", "coupling_mask"]
 
@@ -152,9 +152,7 @@ class _Coupling(Bijector):
 
     def _split(self, value: torch.Tensor) -> torch.Tensor:
         batch = value.shape[: value.dim() - len(self.shape)]
-        flat = value.reshape(*batch, -1)
-        index = self._transformed_slice
-        return flat[..., index] if index is not None else flat[..., self._transformed_index]
+        return _take_last(value.reshape(*batch, -1), self._transformed_slice, self._transformed_index)
 
     def _merge(self, value: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         n = len(self.shape)

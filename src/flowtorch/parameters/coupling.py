@@ -122,9 +122,8 @@ class DenseCoupling(Parameters):
         batch = input.shape[: input.dim() - n_in]
         h: torch.Tensor | None = None
         if self.input_layer is not None:
-            flat = input.reshape(*batch, -1)
-            index = self._identity_slice
-            h = self.input_layer(flat[..., index] if index is not None else flat[..., self.identity_index])
+            identity = _take_last(input.reshape(*batch, -1), self._identity_slice, self.identity_index)
+            h = self.input_layer(identity)
         if self.context_layer is not None:
             if context is None:
                 raise ValueError("DenseCoupling is conditional, but no context was given")
@@ -145,6 +144,11 @@ class DenseCoupling(Parameters):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, hidden_dims={self.hidden_dims}"
+
+
+def _take_last(flat: torch.Tensor, as_slice: slice | None, index: torch.Tensor) -> torch.Tensor:
+    """``flat[..., index]``: a strided view when the index is a slice, else a gather."""
+    return flat[..., as_slice] if as_slice is not None else flat[..., index]
 
 
 def _as_slice(index: list[int]) -> slice | None:
