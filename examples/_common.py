@@ -1,18 +1,20 @@
-"""Helpers shared by the examples: command line, threads, base distribution, figures."""
+"""Helpers shared by the examples: command line, threads, base distribution, training, figures."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
-__all__ = ["OUT_DIR", "add_common_args", "num_threads", "pick", "save_figure", "standard_normal"]
+__all__ = ["OUT_DIR", "add_common_args", "num_threads", "pick", "save_figure", "standard_normal", "train"]
 
 T = TypeVar("T", int, float)
 
@@ -70,3 +72,48 @@ def save_figure(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png", dpi=110)
     return path
+
+
+def train(
+    parameters: Iterable[torch.nn.Parameter],
+    step: Callable[[int], tuple[torch.Tensor, float]],
+    steps: int,
+    lr: float,
+    desc: str,
+    progress: bool = True,
+    metric: str = "loss",
+    clip: float | None = None,
+    after: Callable[[int], dict[str, str]] | None = None,
+) -> list[float]:
+    """Adam with a cosine learning-rate decay over ``steps`` steps; returns the value of each step.
+
+    ``step(i)`` returns the loss to minimise at step ``i`` and the value to report (the loss
+    itself, or an ELBO); a non-finite value stops the run with a message. ``clip`` bounds the
+    gradient norm. ``after(i)``, called after each step, returns extra entries for the progress
+    bar, which shows a bias-corrected moving average of the reported value.
+    """
+    parameters = list(parameters)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    values: list[float] = []
+    running, decay = 0.0, 0.95
+    extra: dict[str, str] = {}
+    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+    for i in bar:
+        loss, value = step(i)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, max_norm=clip)
+        optimizer.step()
+        schedule.step()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{desc}: the {metric} became {value} at step {i}; try a smaller --lr")
+        values.append(value)
+        running = decay * running + (1.0 - decay) * value
+        if after is not None:
+            extra = after(i)
+        if i % 10 == 0 or i == steps - 1:
+            bar.set_postfix({metric: f"{running / (1.0 - decay ** (i + 1)):.3f}", **extra}, refresh=False)
+    bar.close()
+    return values

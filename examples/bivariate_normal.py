@@ -20,15 +20,13 @@ writes a figure to ``examples/out/bivariate_normal.png`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal
+from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal, train
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
@@ -64,27 +62,12 @@ def fit(
 ) -> list[float]:
     """Maximum likelihood on fresh target samples each step (minimises KL(p || q)) with Adam and a
     cosine learning-rate decay; returns the losses."""
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    losses: list[float] = []
-    running, decay = 0.0, 0.95  # exponential moving average of the loss, bias-corrected below
-    bar = tqdm(range(steps), desc="bivariate normal", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        y = target.sample((batch_size,))
-        loss = -flow.log_prob(y).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the loss became {value} at step {step}; try a smaller --lr")
-        losses.append(value)
-        running = decay * running + (1.0 - decay) * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(nll=f"{running / (1.0 - decay ** (step + 1)):.3f}", refresh=False)
-    bar.close()
-    return losses
+
+    def step(_: int) -> tuple[torch.Tensor, float]:
+        loss = -flow.log_prob(target.sample((batch_size,))).mean()
+        return loss, loss.item()
+
+    return train(flow.parameters(), step, steps, lr, "bivariate normal", progress, metric="nll")
 
 
 def _fmt(t: torch.Tensor) -> str:

@@ -28,16 +28,14 @@ with the density contours of each, for five values of ``c``.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal
+from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal, train
 from _data import make_rotating_mixture, rotating_mixture_log_prob, sample_rotating_mixture
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 import flowtorch.distributions as dist
 from flowtorch.recipes import NSF
@@ -77,27 +75,13 @@ def fit(
 ) -> list[float]:
     """Maximum conditional likelihood with Adam and a cosine learning-rate decay; returns the loss
     (the mean of ``-log q(y | c)`` over the batch) per step."""
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    losses: list[float] = []
-    running, decay = 0.0, 0.95  # exponential moving average of the loss, bias-corrected below
-    bar = tqdm(range(steps), desc="conditional NSF", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
+
+    def step(_: int) -> tuple[torch.Tensor, float]:
         idx = torch.randint(0, len(y_train), (batch_size,), generator=generator)
         loss = -flow.log_prob(y_train[idx], context=c_train[idx]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the loss became {value} at step {step}; try a smaller --lr")
-        losses.append(value)
-        running = decay * running + (1.0 - decay) * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(nll=f"{running / (1.0 - decay ** (step + 1)):.3f}", refresh=False)
-    bar.close()
-    return losses
+        return loss, loss.item()
+
+    return train(flow.parameters(), step, steps, lr, "conditional NSF", progress, metric="nll")
 
 
 @torch.no_grad()

@@ -39,10 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal
+from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal, train
 from _data import load_digits_split
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 import flowtorch.distributions as dist
 from flowtorch.recipes import NSF
@@ -168,43 +167,32 @@ def fit(
     """
     generator = torch.Generator().manual_seed(seed)
     module = model.module
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    best = (mean_nll(model, prep, v_val), 0)
+    best = [mean_nll(model, prep, v_val), 0.0]  # the lowest validation NLL and its step
     model.val_curve = [(0, best[0])]
     best_state = {k: t.detach().clone() for k, t in module.state_dict().items()}
-    running, decay = 0.0, 0.95  # exponential moving average of the loss, bias-corrected below
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc=model.name, unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
+
+    def step(_: int) -> tuple[torch.Tensor, float]:
         idx = torch.randint(0, len(x_train), (batch_size,), generator=generator)
         z, log_det = prep(dequantise(x_train[idx], generator))
         loss = -(model.log_prob(z) + log_det).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"{model.name}: the loss became {value} at step {step}; try a smaller --lr"
-            )
-        model.losses.append(value)
-        running = decay * running + (1.0 - decay) * value
-        done = step + 1
+        return loss, loss.item()
+
+    def validate(i: int) -> dict[str, str]:
+        nonlocal best_state
+        done = i + 1
         if done % eval_every == 0 or done == steps:
             val = mean_nll(model, prep, v_val)
             model.val_curve.append((done, val))
             if val < best[0]:
-                best = (val, done)
+                best[:] = [val, done]
                 best_state = {k: t.detach().clone() for k, t in module.state_dict().items()}
-            bar.set_postfix(val=f"{val:.1f}", best=f"{best[0]:.1f}", refresh=False)
-        elif step % 10 == 0:
-            bar.set_postfix(nll=f"{running / (1.0 - decay**done):.1f}", best=f"{best[0]:.1f}", refresh=False)
-    bar.close()
+        return {"val": f"{model.val_curve[-1][1]:.1f}", "best": f"{best[0]:.1f}"}
+
+    start = time.perf_counter()
+    model.losses = train(module.parameters(), step, steps, lr, model.name, progress, after=validate)
     model.train_time = time.perf_counter() - start
     module.load_state_dict(best_state)
-    model.best_step = best[1]
+    model.best_step = int(best[1])
 
 
 def _tile(images: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

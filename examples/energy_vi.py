@@ -34,9 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal
+from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal, train
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -84,33 +83,28 @@ def fit(
     progress: bool = True,
 ) -> list[float]:
     """Minimises the annealed reverse KL with Adam; returns the (un-annealed) ELBO of every step."""
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     warmup = max(steps // 2, 1)
-    elbos: list[float] = []
-    running, decay = 0.0, 0.95
-    bar = tqdm(range(steps), desc=f"{name} VI", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        beta = min(1.0, 0.01 + step / warmup)
+
+    def beta(i: int) -> float:
+        return min(1.0, 0.01 + i / warmup)
+
+    def step(i: int) -> tuple[torch.Tensor, float]:
         z, log_q = sample_and_score(flow, batch_size)
         energy = target.energy(z)
-        loss = (log_q + beta * energy).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), max_norm=100.0)
-        optimizer.step()
-        schedule.step()
-        value = -(log_q + energy).mean().item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"{name}: the ELBO became {value} at step {step}; try a smaller --lr")
-        elbos.append(value)
-        running = decay * running + (1.0 - decay) * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(
-                elbo=f"{running / (1.0 - decay ** (step + 1)):.3f}", beta=f"{beta:.2f}", refresh=False
-            )
-    bar.close()
-    return elbos
+        loss = (log_q + beta(i) * energy).mean()
+        return loss, -(log_q + energy).mean().item()
+
+    return train(
+        flow.parameters(),
+        step,
+        steps,
+        lr,
+        f"{name} VI",
+        progress,
+        metric="elbo",
+        clip=100.0,
+        after=lambda i: {"beta": f"{beta(i):.2f}"},
+    )
 
 
 @torch.no_grad()

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal
+from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal, train
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -85,29 +84,14 @@ def fit(
     progress: bool = True,
 ) -> list[float]:
     """Minimises the reverse KL divergence with Adam; returns the ELBO estimate of every step."""
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    elbos: list[float] = []
-    running, decay = 0.0, 0.95  # exponential moving average of the ELBO, bias-corrected below
-    bar = tqdm(range(steps), desc="funnel VI", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
+
+    def step(_: int) -> tuple[torch.Tensor, float]:
         z, log_q = sample_and_score(flow, batch_size)
         loss = (log_q - target_log_prob(target, z)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # A sample deep in the funnel's neck can have a huge gradient; clipping keeps Adam stable.
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), max_norm=10.0)
-        optimizer.step()
-        schedule.step()
-        value = -loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the ELBO became {value} at step {step}; try a smaller --lr")
-        elbos.append(value)
-        running = decay * running + (1.0 - decay) * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(elbo=f"{running / (1.0 - decay ** (step + 1)):.3f}", refresh=False)
-    bar.close()
-    return elbos
+        return loss, -loss.item()
+
+    # A sample deep in the funnel's neck can have a huge gradient; clipping keeps Adam stable.
+    return train(flow.parameters(), step, steps, lr, "funnel VI", progress, metric="elbo", clip=10.0)
 
 
 @torch.no_grad()

@@ -19,16 +19,14 @@ samples from the flow and the flow's density to ``examples/out/two_moons.png`` (
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal
+from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure, standard_normal, train
 from _data import make_two_moons, two_moons_log_prob
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
@@ -71,27 +69,13 @@ def fit(
     progress: bool = True,
 ) -> list[float]:
     """Maximum likelihood with Adam and a cosine learning-rate decay; returns the loss per step."""
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    losses: list[float] = []
-    running, decay = 0.0, 0.95  # exponential moving average of the loss, bias-corrected below
-    bar = tqdm(range(steps), desc="two moons", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
+
+    def step(_: int) -> tuple[torch.Tensor, float]:
         idx = torch.randint(0, len(x_train), (batch_size,), generator=generator)
         loss = -flow.log_prob(x_train[idx]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the loss became {value} at step {step}; try a smaller --lr")
-        losses.append(value)
-        running = decay * running + (1.0 - decay) * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(nll=f"{running / (1.0 - decay ** (step + 1)):.3f}", refresh=False)
-    bar.close()
-    return losses
+        return loss, loss.item()
+
+    return train(flow.parameters(), step, steps, lr, "two moons", progress, metric="nll")
 
 
 @torch.no_grad()
