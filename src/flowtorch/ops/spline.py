@@ -165,6 +165,15 @@ def _check_bound(bound: float) -> None:
         raise ValueError(f"bound must be positive, got {bound}")
 
 
+def _num_bins(bound: float, unnormalized_widths: Tensor) -> int:
+    """Checks ``bound``; returns the number of bins (the widths' last dim), which must be >= 1."""
+    _check_bound(bound)
+    num_bins = int(unnormalized_widths.shape[-1])
+    if num_bins < 1:
+        raise ValueError("splines need at least one bin (unnormalized_widths has last dimension 0)")
+    return num_bins
+
+
 # ---------------------------------------------------------------------------
 # Bin lookup
 # ---------------------------------------------------------------------------
@@ -399,10 +408,7 @@ def rational_quadratic_spline(
         >>> torch.allclose(x2, x, atol=1e-5), torch.allclose(logdet_inv, -logdet, atol=1e-5)
         (True, True)
     """
-    _check_bound(bound)
-    num_bins = unnormalized_widths.shape[-1]
-    if num_bins < 1:
-        raise ValueError("splines need at least one bin (unnormalized_widths has last dimension 0)")
+    num_bins = _num_bins(bound, unnormalized_widths)
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
 
@@ -506,10 +512,7 @@ def linear_rational_spline(
         >>> torch.allclose(x2, x, atol=1e-5)
         True
     """
-    _check_bound(bound)
-    num_bins = unnormalized_widths.shape[-1]
-    if num_bins < 1:
-        raise ValueError("splines need at least one bin (unnormalized_widths has last dimension 0)")
+    num_bins = _num_bins(bound, unnormalized_widths)
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
     _check_last_dim("unnormalized_lambdas", unnormalized_lambdas, num_bins)
@@ -588,10 +591,7 @@ def circular_rational_quadratic_spline(
         >>> torch.allclose(y2, y + 2 * math.pi, atol=1e-5)
         True
     """
-    _check_bound(bound)
-    num_bins = unnormalized_widths.shape[-1]
-    if num_bins < 1:
-        raise ValueError("splines need at least one bin (unnormalized_widths has last dimension 0)")
+    num_bins = _num_bins(bound, unnormalized_widths)
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins)
 
