@@ -472,3 +472,19 @@ def test_inverse_without_closed_form_outside_the_cache() -> None:
         f.log_prob(torch.randn(4, 3))
     sample, log_p = f.rsample_and_log_prob((4,))  # needs no inverse
     assert torch.isfinite(log_p).all() and sample.shape == (4, 3)
+
+
+def test_parameters_replaced_with_another_dtype_are_seen_by_the_dtype_check() -> None:
+    """``load_state_dict(..., assign=True)`` replaces parameters without ``.to()``: the bijector
+    then takes inputs of the new dtype, and rejects the old one."""
+    b = maf()
+    x = torch.randn(4, 3)
+    b.forward(x)  # the float32 dtype is now known
+    state = {k: v.double() if v.is_floating_point() else v for k, v in b.state_dict().items()}
+    b.load_state_dict(state, assign=True)
+    y = b.forward(x.double())
+    assert y.dtype == torch.float64
+    with pytest.raises(
+        TypeError, match=r"x has dtype torch.float32, but the parameters have dtype torch.float64"
+    ):
+        b.forward(x)

@@ -283,6 +283,9 @@ class Bijector(LazyModule):
             raise TypeError(f"{type(self).__name__}: {name} must be floating point, got {value.dtype}")
         dtype = self._param_dtype()
         if dtype is not None and value.dtype != dtype:
+            self._dtype_cache = False  # look again: parameters may have been replaced since
+            dtype = self._param_dtype()
+        if dtype is not None and value.dtype != dtype:
             raise TypeError(
                 f"{type(self).__name__}: {name} has dtype {value.dtype}, but the parameters have dtype "
                 f"{dtype}; convert one of them (e.g. {name}.to({dtype}) or bijector.to({value.dtype}))"
