@@ -239,6 +239,39 @@ class TestHits:
         torch.testing.assert_close(lp, flow.log_prob(y), atol=1e-4, rtol=1e-4)
 
 
+def test_flow_and_composition_arithmetic_returns_plain_uncached_tensors() -> None:
+    """A flow's base density, a composition's sum of log-dets and Invert's negation run with the
+    mode off the stack; what they return is still exactly a torch.Tensor without an entry, and
+    the samples carry the last layer's entry as a bijector output should."""
+    flow = flow5()
+    with flowtorch.BijectiveMode():
+        y = flow.rsample((5,))
+        results = [flow.log_prob(y), *flow.rsample_and_log_prob((5,))]
+        x = torch.randn(5, D)
+        out, ladj = flow.bijector.forward_and_ladj(x)
+        results += [
+            ladj,
+            flow.bijector.inverse_and_ladj(out)[1],
+            flow.bijector.bijectors[0].forward_and_ladj(x)[1],
+        ]
+        assert has_entry(y) and has_entry(out)
+    for r in results:
+        assert type(r) is torch.Tensor
+        assert not has_entry(r)
+
+
+def test_the_mode_is_back_on_the_stack_after_a_flow_call() -> None:
+    """Writes through ``.data`` after ``rsample`` are seen only by the mode's interception: the
+    next ``log_prob`` must recompute, not serve the stale entry."""
+    flow = flow5()
+    with flowtorch.BijectiveMode() as mode:
+        y = flow.rsample((5,))
+        assert torch._C._get_function_stack_at(torch._C._len_torch_function_stack() - 1) is mode
+        y.data.mul_(1.5)
+        served = flow.log_prob(y)
+    torch.testing.assert_close(served, flow.log_prob(y.detach().clone()), atol=1e-4, rtol=1e-4)
+
+
 # ----------------------------------------------------------------------------- 4. stripping
 STRIPPING_OPS = {
     "add": lambda y: y + 0,

@@ -23,6 +23,7 @@ context checks, the reduction of log|det J| to the batch shape, and the ``Biject
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
@@ -35,6 +36,17 @@ from flowtorch.lazy import LazyModule, Plan
 __all__ = ["Bijector", "Params", "build"]
 
 Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
+
+
+def unintercepted() -> contextlib.AbstractContextManager[None]:
+    """Runs a block with the active ``BijectiveMode`` (if any) off the torch-function stack.
+
+    For the arithmetic around bijector calls in wrappers and flows (a composition's sum of
+    log-dets, a flow's base density): those ops write to no tensor the mode watches, and the
+    bijector calls inside still record their entries. The mode is consulted here, in the base
+    module, so that ``Compose`` and ``Flow`` need not know it.
+    """
+    return _mode.quietly()
 
 
 def build(plan: Any, **kwargs: Any) -> Any:

@@ -8,8 +8,7 @@ from typing import Any, cast
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors import mode as _mode
-from flowtorch.bijectors.base import Bijector, build
+from flowtorch.bijectors.base import Bijector, build, unintercepted
 
 __all__ = ["Compose", "Invert"]
 
@@ -121,7 +120,7 @@ class Compose(Bijector):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_context(context)
         total: torch.Tensor | None = None
-        with _mode.quietly():  # the layers record their own entries; the sum needs no interception
+        with unintercepted():  # the layers record their own entries; the sum needs no interception
             for b in self.layers():
                 x, ladj = b.forward_and_ladj(x, self._ctx(b, context))
                 total = ladj if total is None else total + ladj
@@ -133,7 +132,7 @@ class Compose(Bijector):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_context(context)
         total: torch.Tensor | None = None
-        with _mode.quietly():
+        with unintercepted():
             for b in reversed(list(self.layers())):
                 y, ladj = b.inverse_and_ladj(y, self._ctx(b, context))
                 total = ladj if total is None else total + ladj
@@ -237,21 +236,21 @@ class Invert(Bijector):
     def forward_and_ladj(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        with _mode.quietly():
+        with unintercepted():
             y, ladj = self.bijector.inverse_and_ladj(x, context)
             return y, -ladj
 
     def inverse_and_ladj(
         self, y: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        with _mode.quietly():
+        with unintercepted():
             x, ladj = self.bijector.forward_and_ladj(y, context)
             return x, -ladj
 
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        with _mode.quietly():
+        with unintercepted():
             return -self.bijector.log_abs_det_jacobian(y, x, context)
 
     def extra_repr(self) -> str:

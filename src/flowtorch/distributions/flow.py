@@ -11,8 +11,7 @@ from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
 
-from flowtorch.bijectors import mode as _mode
-from flowtorch.bijectors.base import Bijector, build
+from flowtorch.bijectors.base import Bijector, build, unintercepted
 
 __all__ = ["Flow"]
 
@@ -206,7 +205,7 @@ class Flow(nn.Module, Distribution):
     def rsample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Reparametrised samples of shape ``sample_shape + batch + event``."""
         context = self._context_for(context)
-        with _mode.quietly():
+        with unintercepted():
             return self.bijector.forward(self._draw_base(sample_shape, context), context)
 
     def forward(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
@@ -227,7 +226,7 @@ class Flow(nn.Module, Distribution):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log-density in one forward pass (no inverse)."""
         context = self._context_for(context)
-        with _mode.quietly():
+        with unintercepted():
             z = self._draw_base(sample_shape, context)
             y, ladj = self.bijector.forward_and_ladj(z, context)
             return y, self.base_dist.log_prob(z) - ladj
@@ -235,7 +234,7 @@ class Flow(nn.Module, Distribution):
     def log_prob(self, value: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """log p(value); inside ``BijectiveMode`` the flow's own samples are scored from the cache."""
         context = self._context_for(context)
-        with _mode.quietly():  # the bijector calls record their own entries
+        with unintercepted():  # the bijector calls record their own entries
             if self._validate_args:
                 self._validate_sample(value)
                 if not bool(torch.isfinite(value).all()):  # the support check lets inf through
