@@ -148,3 +148,20 @@ def test_the_squeeze_shapes_with_batch_dims() -> None:
     s = reshape.Squeeze()(shape=S([1, 4, 4]))
     assert s.forward_shape(S([7, 1, 4, 4])) == (7, 4, 2, 2)
     assert s.inverse_shape(S([7, 4, 2, 2])) == (7, 1, 4, 4)
+
+
+def test_affine_log_scale_clip_values_and_gradients() -> None:
+    """The log-scale is clipped to [min, max]; inside, its gradient is the true one (1), outside 0."""
+    b = bij.Affine(params.Tensor(), log_scale_min_clip=-1.0, log_scale_max_clip=0.5)(shape=S([5]))
+    raw = torch.tensor([-3.0, -0.9, 0.0, 0.4, 2.0])
+    with torch.no_grad():
+        b.params_fn.params[0].zero_()  # type: ignore[union-attr,index]
+        b.params_fn.params[1].copy_(raw)  # type: ignore[union-attr,index]
+    x = torch.ones(5)
+    y = b.forward(x)
+    torch.testing.assert_close(y, raw.clamp(-1.0, 0.5).exp())
+    ladj = b.log_abs_det_jacobian(x, y)
+    torch.testing.assert_close(ladj, raw.clamp(-1.0, 0.5).sum())
+    ladj.backward()
+    grad = b.params_fn.params[1].grad  # type: ignore[union-attr,index]
+    torch.testing.assert_close(grad, torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0]))

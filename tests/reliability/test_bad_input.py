@@ -324,6 +324,11 @@ BAD: dict[str, Any] = {
     "AffineFixed: zero scale": Bad(
         lambda: bij.AffineFixed(scale=0.0)(shape=(3,)), ValueError, r"AffineFixed: scale must be non-zero"
     ),
+    "AffineAutoregressive: clip bounds in the wrong order": Bad(
+        lambda: bij.AffineAutoregressive(log_scale_min_clip=3.0, log_scale_max_clip=-5.0)(shape=(3,)),
+        ValueError,
+        r"AffineAutoregressive: log_scale_min_clip \(3.0\) must be below log_scale_max_clip \(-5.0\)",
+    ),
     "Compose: no layers": Bad(
         lambda: bij.Compose([])(shape=(3,)), ValueError, r"Compose needs at least one bijector"
     ),

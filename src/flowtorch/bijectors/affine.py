@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.lazy import Plan
@@ -48,6 +49,11 @@ class Affine(Bijector):
         log_scale_max_clip: float = 3.0,
         sigmoid_bias: float = 2.0,
     ) -> None:
+        if not log_scale_min_clip < log_scale_max_clip:
+            raise ValueError(
+                f"{type(self).__name__}: log_scale_min_clip ({log_scale_min_clip}) must be below "
+                f"log_scale_max_clip ({log_scale_max_clip})"
+            )
         self.log_scale_min_clip = log_scale_min_clip
         self.log_scale_max_clip = log_scale_max_clip
         self.sigmoid_bias = sigmoid_bias  # accepted for flowtorch 0.8 compatibility; unused
@@ -64,7 +70,9 @@ class Affine(Bijector):
         return (self.shape, self.shape)
 
     def _log_scale(self, params: Params) -> torch.Tensor:
-        log_scale: torch.Tensor = params[1].clamp(self.log_scale_min_clip, self.log_scale_max_clip)
+        # ``hardtanh`` is ``clamp`` with a one-kernel backward (``clamp``'s takes four on CPU, a
+        # quarter of this layer's elementwise cost); the gradients differ only at the clip values.
+        log_scale: torch.Tensor = F.hardtanh(params[1], self.log_scale_min_clip, self.log_scale_max_clip)
         return log_scale
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
