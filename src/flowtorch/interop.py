@@ -54,6 +54,7 @@ from torch.distributions import (
     constraints,
 )
 
+from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.affine import Affine, AffineFixed
 from flowtorch.bijectors.base import Bijector
 from flowtorch.bijectors.compose import Compose, Invert
@@ -330,7 +331,7 @@ def to_transformed_distribution(
     if context is not None:
         cs = flow.context_shape
         assert cs is not None
-        batch = torch.broadcast_shapes(batch, context.shape[: context.dim() - len(cs)])
+        batch = broadcast_shapes(batch, context.shape[: context.dim() - len(cs)])
     if base.batch_shape != batch:
         base = base.expand(batch)
     return TransformedDistribution(

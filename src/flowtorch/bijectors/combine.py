@@ -24,6 +24,7 @@ from typing import Any, cast
 import torch
 from torch.distributions import constraints
 
+from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.base import Bijector, Params, build
 from flowtorch.bijectors.reshape import _swap_event
 
@@ -89,7 +90,7 @@ def _broadcast(pieces: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
     batches = [p.shape[: p.dim() - n] for p in pieces]
     if all(b == batches[0] for b in batches):
         return list(pieces)
-    batch = torch.broadcast_shapes(*batches)
+    batch = broadcast_shapes(*batches)
     return [p.expand(batch + p.shape[p.dim() - n :]) for p in pieces]
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.lazy import Plan
 from flowtorch.ops.ode import METHODS, State, odeint, odeint_adjoint
@@ -223,7 +224,7 @@ class FFJORD(Bijector):
         n = len(self.shape)
         z = value.reshape(*value.shape[: value.dim() - n], self.dim)
         e = None if params is None else params[0]
-        batch = z.shape[:-1] if e is None else torch.broadcast_shapes(z.shape[:-1], e.shape[:-1])
+        batch = z.shape[:-1] if e is None else broadcast_shapes(z.shape[:-1], e.shape[:-1])
         z = z.expand(*batch, self.dim)
         if e is not None:
             e = e.expand(*batch, e.shape[-1])

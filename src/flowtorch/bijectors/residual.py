@@ -27,6 +27,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 
+from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.base import Bijector, Params
 
 __all__ = ["FixedPointWarning", "InvertibleResNet", "ResidualFlow", "SpectralNormLinear"]
@@ -200,23 +201,6 @@ class SpectralNormLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"coefficient={self.coefficient}, bias={self.bias is not None}, exact={self.exact}"
         )
-
-
-def _broadcast(a: torch.Size, b: torch.Size) -> torch.Size:
-    """``torch.broadcast_shapes(a, b)`` without its Python overhead (the first call imports
-    ``torch._refs``)."""
-    if a == b or not b:
-        return a
-    if not a:
-        return b
-    n = max(len(a), len(b))
-    a_, b_ = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
-    out = []
-    for i, j in zip(a_, b_):
-        if i != j and 1 not in (i, j):
-            raise ValueError(f"batch shapes {tuple(a)} and {tuple(b)} do not broadcast")
-        out.append(j if i == 1 else i)
-    return torch.Size(out)
 
 
 def _vjp(out: torch.Tensor, input: torch.Tensor, v: torch.Tensor, create: bool) -> torch.Tensor:
@@ -453,7 +437,7 @@ class ResidualFlow(Bijector):
 
     def _batch(self, x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Size:
         """The broadcast batch shape of ``x`` and the context's term."""
-        return _broadcast(x.shape[:-1], params[len(self.layers)].shape[:-1])
+        return broadcast_shapes(x.shape[:-1], params[len(self.layers)].shape[:-1])
 
     # ------------------------------------------------------------------ log|det J|
     def _g_and_logdet(

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
+from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.bijectors.planar import solve_shifted_tanh
 from flowtorch.lazy import Plan
@@ -193,7 +194,7 @@ class Sylvester(Bijector):
         r, s, b, q = self._parts(params)
         t = self._down(y, q)
         t, r_, s_, b_ = (v.detach() for v in (t, r, s, b))
-        batch = torch.broadcast_shapes(t.shape[:-1], r_.shape[:-2], b_.shape[:-1])
+        batch = broadcast_shapes(t.shape[:-1], r_.shape[:-2], b_.shape[:-1])
         m = self.hidden
         z = t.new_zeros(*batch, m)
         th = t.new_zeros(*batch, m)  # tanh(a_j) of the rows solved so far

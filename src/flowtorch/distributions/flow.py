@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
 
+from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.base import Bijector, build, unintercepted
 
 __all__ = ["Flow"]
@@ -136,7 +137,7 @@ class Flow(nn.Module, Distribution):
         cs = self.context_shape
         assert cs is not None
         ctx_batch = context.shape[: context.dim() - len(cs)]
-        view._batch_shape = torch.broadcast_shapes(self.base_dist.batch_shape, ctx_batch)
+        view._batch_shape = broadcast_shapes(self.base_dist.batch_shape, ctx_batch)
         return view
 
     @property
@@ -189,7 +190,7 @@ class Flow(nn.Module, Distribution):
             cs = self.context_shape
             assert cs is not None
             ctx_batch = context.shape[: context.dim() - len(cs)]
-            extra = torch.broadcast_shapes(self.base_dist.batch_shape, ctx_batch)
+            extra = broadcast_shapes(self.base_dist.batch_shape, ctx_batch)
             extra = extra[: len(extra) - len(self.base_dist.batch_shape)]
             shape = shape + extra
         return shape

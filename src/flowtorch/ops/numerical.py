@@ -35,6 +35,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from flowtorch._shapes import broadcast_shapes
+
 __all__ = [
     "attach_root_gradient",
     "bisect_monotone",
@@ -335,7 +337,7 @@ def find_bracket(
         if bool((hi <= lo).any()):
             raise ValueError("find_bracket: every upper end must be larger than its lower end")
         f_lo, f_hi = fn(lo), fn(hi)
-        shape = torch.broadcast_shapes(lo.shape, hi.shape, f_lo.shape, f_hi.shape, target.shape)
+        shape = broadcast_shapes(lo.shape, hi.shape, f_lo.shape, f_hi.shape, target.shape)
         lo, hi = lo.expand(shape).clone(), hi.expand(shape).clone()
         f_lo, f_hi = f_lo.expand(shape), f_hi.expand(shape)
         for i in range(max_expand + 1):

@@ -49,11 +49,12 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from flowtorch._shapes import broadcast_shapes
 
 __all__ = [
     "circular_rational_quadratic_spline",
@@ -178,9 +179,6 @@ def _num_bins(bound: float, unnormalized_widths: Tensor) -> int:
 # Bin lookup
 # ---------------------------------------------------------------------------
 
-# ``torch.broadcast_shapes`` carries no annotations; give it its signature once.
-_broadcast_shapes: Callable[..., torch.Size] = torch.broadcast_shapes
-
 
 def _bin_index(x: Tensor, knots: Tensor, batch: torch.Size) -> Tensor:
     """Index ``batch + (1,)`` in ``[0, K - 1]`` of the bin holding ``x``.
@@ -230,7 +228,7 @@ def _identity_tails(
 
 def _rq_core(x: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
     """RQ spline on knots ``(xk, yk, dk)``; ``x`` must lie in ``[xk_0, xk_K]``."""
-    batch = _broadcast_shapes(x.shape, xk.shape[:-1], yk.shape[:-1], dk.shape[:-1])
+    batch = broadcast_shapes(x.shape, xk.shape[:-1], yk.shape[:-1], dk.shape[:-1])
     search = yk if inverse else xk
     idx = _bin_index(x, search, batch)
     # (the bin's ends only pick the nearer one: no gradient flows through them)
@@ -285,7 +283,7 @@ def _lr_core(
 ) -> tuple[Tensor, Tensor]:
     """Linear rational spline on knots ``(xk, yk, dk)`` and bin splits ``lam``."""
     qk = dk.sqrt()
-    batch = _broadcast_shapes(x.shape, xk.shape[:-1], yk.shape[:-1], qk.shape[:-1], lam.shape[:-1])
+    batch = broadcast_shapes(x.shape, xk.shape[:-1], yk.shape[:-1], qk.shape[:-1], lam.shape[:-1])
     search = yk if inverse else xk
     idx = _bin_index(x, search, batch)
     pair = torch.cat((idx, idx + 1), dim=-1)

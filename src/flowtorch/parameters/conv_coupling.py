@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from flowtorch._shapes import broadcast_shapes
 from flowtorch.parameters.base import Parameters
 
 __all__ = ["ConvCoupling"]
@@ -118,7 +119,7 @@ class ConvCoupling(Parameters):
             if context is None:
                 raise ValueError("ConvCoupling is conditional, but no context was given")
             c_batch = context.shape[: context.dim() - len(cs)]
-            batch = torch.broadcast_shapes(batch, c_batch)
+            batch = broadcast_shapes(batch, c_batch)
             if not self._image_context:
                 context = context.reshape(*c_batch, self._context_channels, 1, 1)
             context = context.expand(*batch, self._context_channels, *image[1:])
