@@ -500,8 +500,10 @@ class Bijector(LazyModule):
                 else:
                     out, ladj, params = self._inverse_with_params(value, context, compute)
                     stores = self._stores_inverse_ladj
-        # (outside the ``with``: under ``torch.compile``, ``record`` is a graph break)
-        _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
+        # (outside the ``with``: under ``torch.compile``, ``record`` is a graph break; eager code
+        # calls the undecorated function and skips ``torch.compiler.disable``'s wrapper)
+        record = _mode.record if _mode._tracing() else _mode._record
+        record(scope, self, forward, value, out, context, ladj if stores else None, params)
         return out, ladj
 
     def extra_repr(self) -> str:
