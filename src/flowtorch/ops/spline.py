@@ -123,19 +123,16 @@ def _pad_ends(inner: Tensor, first: float, last: float) -> Tensor:
     )
 
 
-def _softmax(logits: Tensor) -> Tensor:
-    """Softmax over the last dimension.
-
-    Written out because ``torch.softmax`` over a short last dimension (a few
-    bins) is several times slower on CPU; subtracting the (detached) maximum
-    keeps it overflow-free and does not change the value or the gradient.
-    """
-    e = torch.exp(logits - logits.detach().amax(dim=-1, keepdim=True))
-    return e / e.sum(dim=-1, keepdim=True)
-
-
 def _knots(unnormalized: Tensor, min_size: float, bound: float) -> Tensor:
-    """Knot positions ``(..., K + 1)`` on ``[-bound, bound]``, ends exact."""
+    """Knot positions ``(..., K + 1)`` on ``[-bound, bound]``, ends exact.
+
+    The bin sizes are ``2B [m + (1 - mK) softmax(u)]``. The softmax is written out: over a short
+    last dim (a few bins) ``torch.softmax`` is several times slower on CPU. Subtracting the
+    (detached) maximum keeps it overflow-free without changing the value or the gradient, and
+    its normalisation and the scale ``2B (1 - mK)`` are one factor per row, applied with the
+    offset ``2Bm`` in one ``addcmul``: three fewer ops on these tensors than the textbook order,
+    forward and backward.
+    """
     num_bins = unnormalized.shape[-1]
     if num_bins < 1:
         raise ValueError("splines need at least one bin")
@@ -143,10 +140,12 @@ def _knots(unnormalized: Tensor, min_size: float, bound: float) -> Tensor:
         raise ValueError(
             f"minimal bin size {min_size} is invalid for {num_bins} bins (need 0 <= min_size * num_bins <= 1)"
         )
-    sizes = min_size + (1.0 - min_size * num_bins) * _softmax(unnormalized)
+    e = torch.exp(unnormalized - unnormalized.detach().amax(dim=-1, keepdim=True))
+    scale = (2.0 * bound * (1.0 - min_size * num_bins)) / e.sum(dim=-1, keepdim=True)
+    sizes = torch.addcmul(e.new_full((), 2.0 * bound * min_size), e, scale)
     # Only the K - 1 interior knots come from the cumulative sum; the two
     # boundary knots are set exactly so round-off never moves them.
-    interior = torch.cumsum(sizes[..., :-1], dim=-1) * (2.0 * bound) - bound
+    interior = torch.cumsum(sizes[..., :-1], dim=-1) - bound
     return _pad_ends(interior, -bound, bound)
 
 
