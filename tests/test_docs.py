@@ -200,6 +200,11 @@ def test_code_blocks_of_the_page_run(page: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)  # pages that save files write them here
     namespace: dict[str, object] = {"__name__": "__docs__"}
     state = torch.random.get_rng_state()
+    validate = torch.distributions.Distribution._validate_args
+    if "torch.compile" in page.read_text():
+        # As in a fresh process, where the first torch.compile turns torch's default argument
+        # validation off (Dynamo does this once per process; a test may have turned it back on).
+        torch.distributions.Distribution.set_default_validate_args(False)
     try:
         for i, (marker, code) in enumerate(_blocks(page)):
             if marker == "skip":
@@ -210,6 +215,7 @@ def test_code_blocks_of_the_page_run(page: Path, monkeypatch: pytest.MonkeyPatch
             exec(compile(code, f"{page.relative_to(ROOT)}[block {i}]", "exec"), namespace)
     finally:
         torch.random.set_rng_state(state)
+        torch.distributions.Distribution.set_default_validate_args(validate)
 
 
 def test_the_docs_helpers_import() -> None:

@@ -3,10 +3,13 @@ normalize, score_parts without rsample, and moving bases that hold caches and di
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.distributions import (
     AffineTransform,
     Distribution,
@@ -20,6 +23,7 @@ from torch.distributions import (
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
+from flowtorch.distributions.flow import _shape_fits
 
 S = torch.Size
 F64 = torch.float64
@@ -191,3 +195,43 @@ def test_to_converts_tensors_inside_container_subclasses_of_the_base() -> None:
     assert type(base.by_name) is collections.OrderedDict and base.by_name["loc"].dtype == torch.float64
     assert type(base.counts) is collections.defaultdict and base.counts.default_factory is list
     assert base.counts["a"].dtype == torch.float64
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    value_shape=st.lists(st.integers(1, 3), max_size=4),
+    batch_shape=st.lists(st.integers(1, 3), max_size=2),
+)
+def test_validation_shape_check_agrees_with_torch(value_shape: list[int], batch_shape: list[int]) -> None:
+    """``validate_args=True`` checks shapes in Python before its one finiteness pass; it accepts
+    exactly the shapes that torch's ``_validate_sample`` accepts, and rejects the others with
+    torch's message."""
+    base = torch.distributions.Independent(
+        torch.distributions.Normal(torch.zeros(*batch_shape, 2), torch.ones(*batch_shape, 2)), 1
+    )
+    flow = dist.Flow(base, bij.Exp(), validate_args=True)
+    value = torch.ones(value_shape)
+    try:
+        torch.distributions.Distribution._validate_sample(flow, value)
+        torch_accepts = True
+    except ValueError:
+        torch_accepts = False
+    assert _shape_fits(value.shape, flow.batch_shape, flow.event_shape) == torch_accepts
+    if not torch_accepts:
+        with pytest.raises(ValueError, match=r"size of value must match event_shape|not broadcastable"):
+            flow.log_prob(value)
+
+
+def test_validation_accepts_finite_values_whose_sum_overflows() -> None:
+    """The finiteness check screens with one sum; a sum that overflows takes the exact path."""
+    base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(3), torch.ones(3)), 1)
+    flow = dist.Flow(base, bij.AffineFixed(scale=2.0), validate_args=True)
+    big = torch.full((2, 3), 3e38)
+    assert not torch.isfinite(big.sum())
+    lp = flow.log_prob(big)  # no error: every entry is finite
+    torch.testing.assert_close(lp, base.log_prob(big / 2.0) - 3 * math.log(2.0))
+    for bad, match in ((torch.inf, "non-finite entries"), (torch.nan, "within the support")):
+        value = big.clone()
+        value[1, 2] = bad
+        with pytest.raises(ValueError, match=match):
+            flow.log_prob(value)
