@@ -572,6 +572,8 @@ class BijectiveMode(TorchFunctionMode):
                 return func(*args)
             if "out" not in kwargs:
                 return func(*args, **kwargs)
+        elif kind == _INPLACE and not STATE.aliases._refs:  # (an optimizer step: nothing to watch)
+            return func(*args, **kwargs) if kwargs else func(*args)
         return _special(kind, func, args, kwargs or {})
 
 
