@@ -17,6 +17,16 @@ def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
     once; other shapes are broadcast here, and shapes that do not broadcast are handed to
     ``torch.broadcast_shapes`` so that the error is torch's own.
 
+    Right-aligned, dim :math:`i` of the result is the one size other than 1 among the
+    :math:`n^{(k)}_i` of the shapes :math:`k` that have that dim (1 if there is none); two
+    different sizes other than 1 at a dim do not broadcast.
+
+    Reference: NumPy's broadcasting rules, as ``torch.broadcast_shapes`` (PyTorch documentation)
+    applies them.
+
+    Args:
+        shapes: the shapes to broadcast (``torch.Size`` or tuples of ints).
+
     Example:
         >>> broadcast_shapes((4, 1), (3,))
         torch.Size([4, 3])
