@@ -210,6 +210,11 @@ class Bijector(LazyModule):
             return None
         return self.params_fn(input, context)
 
+    def _repeated_conditioner(self) -> contextlib.AbstractContextManager[None]:
+        """The conditioner's scope for many calls with the same weights (a sequential pass)."""
+        repeated = getattr(self.params_fn, "repeated", None)
+        return contextlib.nullcontext() if repeated is None else repeated()  # type: ignore[no-any-return]
+
     def _conditioner_input_shape(self) -> torch.Size:
         """The event shape of what the conditioner reads (default: the bijector's event)."""
         return self.shape
@@ -371,9 +376,10 @@ class Bijector(LazyModule):
         parameters of the last pass depend only on those, so they are the parameters at ``y``.
         """
         y = torch.zeros_like(x)
-        for _ in range(max(int(self.shape.numel()), 1) - 1):
-            y = self._forward(x, self._params(y, context))
-        params = self._params(y, context)
+        with self._repeated_conditioner():
+            for _ in range(max(int(self.shape.numel()), 1) - 1):
+                y = self._forward(x, self._params(y, context))
+            params = self._params(y, context)
         if need_ladj:
             y, ladj = self._forward_and_ladj(x, params)
             return y, self._reduce(ladj, y, True), params

@@ -115,9 +115,10 @@ class _Monotone(Bijector):
         # As the base class's, except that the intermediate passes tolerate elements without a
         # root: their values are discarded by later passes, the final pass is strict.
         y = torch.zeros_like(x)
-        for _ in range(max(int(self.shape.numel()), 1) - 1):
-            y = self._solve_with_gradient(x, self._params(y, context), False)
-        params = self._params(y, context)
+        with self._repeated_conditioner():
+            for _ in range(max(int(self.shape.numel()), 1) - 1):
+                y = self._solve_with_gradient(x, self._params(y, context), False)
+            params = self._params(y, context)
         if need_ladj:
             y, ladj = self._forward_and_ladj(x, params)
             return y, self._reduce(ladj, y, True), params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -61,6 +62,12 @@ class Parameters(LazyModule):
         self, input: torch.Tensor | None = None, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
+
+    def repeated(self) -> contextlib.AbstractContextManager[None]:
+        """A scope of many calls with the same weights, such as the ``D`` passes of a sequential
+        autoregressive map: inside it, a conditioner may compute what depends only on its weights
+        once (a MADE's masked weights). The default does nothing."""
+        return contextlib.nullcontext()
 
     def extra_repr(self) -> str:
         s = f"input_shape={tuple(self.input_shape)}"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from flowtorch.nn.made import MaskedLinear, made_degrees, made_masks
+from flowtorch.nn.made import MaskedLinear, fixed_masked_weights, made_degrees, made_masks
 from flowtorch.parameters.base import Parameters
 
 __all__ = ["DenseAutoregressive"]
@@ -114,6 +115,11 @@ class DenseAutoregressive(Parameters):
             with torch.no_grad():
                 self.context_output.weight.mul_(1e-2)
         self.activation = nonlinearity()
+
+    def repeated(self) -> contextlib.AbstractContextManager[None]:
+        """Each masked layer's :math:`W \\odot M` computed once for the calls in the scope."""
+        layers = [*self.hidden, self.output] + ([self.skip] if self.skip is not None else [])
+        return fixed_masked_weights(layers)  # type: ignore[arg-type]
 
     def forward(
         self, input: torch.Tensor | None = None, context: torch.Tensor | None = None
