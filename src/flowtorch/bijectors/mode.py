@@ -38,17 +38,15 @@ from typing import Any, TypeVar
 import torch
 from torch.overrides import TorchFunctionMode
 
+from flowtorch._compat import is_compiling
+
 __all__ = ["BijectiveMode", "CacheMissWarning"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _tracing() -> bool:
-    """Whether Dynamo is tracing this call (``torch.compile``); cheap, and False on old torch."""
-    return False
-
-
-_tracing = getattr(getattr(torch, "compiler", None), "is_compiling", _tracing)  # type: ignore[assignment]
+#: Whether Dynamo is tracing this call (``torch.compile``); cheap, and False on old torch.
+_tracing = is_compiling
 
 #: Whether the bookkeeping functions (``record``, ``_classify``, ``_pop``) are
 #: ``torch.compiler.disable``d; see :func:`_disable_bookkeeping`.

@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
 
+from flowtorch._compat import is_compiling
 from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.base import Bijector, build, unintercepted
 
@@ -261,7 +262,7 @@ class Flow(nn.Module, Distribution):
         """
         if (
             self._bounded_support
-            or _is_compiling()  # (under Dynamo: torch's own check, which it knows)
+            or is_compiling()  # (under Dynamo: torch's own check, which it knows)
             or not isinstance(value, torch.Tensor)
             or not _shape_fits(value.shape, self.batch_shape, self.event_shape)
             or not bool(torch.isfinite(value.sum()))  # (a NaN or inf makes the sum one too)
@@ -382,14 +383,6 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], memo: dic
             out.update(mapped)
     memo[key] = out
     return out
-
-
-def _not_compiling() -> bool:
-    return False
-
-
-# ``torch.compiler.is_compiling`` (torch >= 2.3): whether Dynamo is tracing this call.
-_is_compiling: Callable[[], bool] = getattr(getattr(torch, "compiler", None), "is_compiling", _not_compiling)
 
 
 def _shape_fits(shape: torch.Size, batch_shape: torch.Size, event_shape: torch.Size) -> bool:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowtorch._compat import is_compiling as _is_compiling  # (a module global: tests patch it)
+
 __all__ = ["MaskedLinear", "made_degrees", "made_masks"]
 
 
@@ -91,13 +93,6 @@ def fixed_masked_weights(layers: Sequence[MaskedLinear]) -> Iterator[None]:
     finally:
         for layer in layers:
             layer._fixed = None
-
-
-def _not_compiling() -> bool:
-    return False
-
-
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", _not_compiling)
 
 
 def made_degrees(input_degrees: torch.Tensor, hidden_dims: list[int] | tuple[int, ...]) -> list[torch.Tensor]:
