@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowtorch._shapes import broadcast_shapes
+from flowtorch._shapes import broadcast_shapes, broadcastable
 
 shape = st.lists(st.sampled_from([0, 1, 2, 3]), max_size=4).map(tuple)
 
@@ -25,6 +25,7 @@ def test_agrees_with_torch(shapes: list[tuple[int, ...]]) -> None:
     except RuntimeError:
         got = RuntimeError
     assert got == want
+    assert broadcastable(*shapes) == (want is not RuntimeError)
 
 
 def test_examples() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["broadcast_shapes"]
+__all__ = ["broadcast_shapes", "broadcastable"]
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
@@ -32,6 +32,33 @@ def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
         >>> broadcast_shapes((4, 1), (3,))
         torch.Size([4, 3])
     """
+    out = _broadcast(shapes)
+    if out is None:
+        torch.broadcast_shapes(*shapes)  # raises torch's error
+        raise AssertionError(f"shapes {shapes} broadcast in torch but not here")  # pragma: no cover
+    return out
+
+
+def broadcastable(*shapes: Sequence[int]) -> bool:
+    """Whether ``shapes`` broadcast together, without raising: at every right-aligned dim
+    :math:`i`, the sizes :math:`n^{(k)}_i` other than 1 are all equal (the rule of
+    :func:`broadcast_shapes`).
+
+    Reference: NumPy's broadcasting rules, as ``torch.broadcast_shapes`` (PyTorch documentation)
+    applies them.
+
+    Args:
+        shapes: the shapes to check (``torch.Size`` or tuples of ints).
+
+    Example:
+        >>> broadcastable((4, 1), (3,)), broadcastable((2,), (3,))
+        (True, False)
+    """
+    return _broadcast(shapes) is not None
+
+
+def _broadcast(shapes: Sequence[Sequence[int]]) -> torch.Size | None:
+    """The broadcast shape, or ``None`` if ``shapes`` do not broadcast; equal shapes at once."""
     first = shapes[0] if shapes else ()
     if all(s == first for s in shapes):
         return torch.Size(first)
@@ -44,6 +71,5 @@ def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
             if current == 1:
                 out[offset + i] = size
             elif size != 1 and size != current:
-                torch.broadcast_shapes(*shapes)  # raises torch's error
-                raise AssertionError(f"shapes {shapes} broadcast in torch but not here")  # pragma: no cover
+                return None
     return torch.Size(out)

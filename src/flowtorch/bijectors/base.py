@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
+from flowtorch._shapes import broadcastable
 from flowtorch.bijectors import mode as _mode
 from flowtorch.lazy import LazyModule, Plan
 
@@ -334,14 +335,11 @@ class Bijector(LazyModule):
                 f"{type(self).__name__}: context has dtype {context.dtype}, but the parameters have "
                 f"dtype {dtype}"
             )
-        if j and c_shape[:j] != shape[:k]:  # batch dims of the context and the input must broadcast
-            for a, b in zip(reversed(c_shape[:j]), reversed(shape[:k])):
-                if a != b and a != 1 and b != 1:
-                    raise ValueError(
-                        f"{type(self).__name__}: context has shape {tuple(c_shape)}, whose batch dims "
-                        f"{tuple(c_shape[:j])} do not broadcast with those of {name}, shape "
-                        f"{tuple(shape)}"
-                    )
+        if j and c_shape[:j] != shape[:k] and not broadcastable(c_shape[:j], shape[:k]):
+            raise ValueError(
+                f"{type(self).__name__}: context has shape {tuple(c_shape)}, whose batch dims "
+                f"{tuple(c_shape[:j])} do not broadcast with those of {name}, shape {tuple(shape)}"
+            )
 
     def _reduce(self, ladj: torch.Tensor, out: torch.Tensor, forward: bool) -> torch.Tensor:
         """Broadcasts a raw log|det J| to the elements of ``out`` (the output of a ``forward`` or

@@ -12,7 +12,7 @@ from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
 
 from flowtorch._compat import is_compiling
-from flowtorch._shapes import broadcast_shapes
+from flowtorch._shapes import broadcast_shapes, broadcastable
 from flowtorch.bijectors.base import Bijector, build, unintercepted
 
 __all__ = ["Flow"]
@@ -389,6 +389,4 @@ def _shape_fits(shape: torch.Size, batch_shape: torch.Size, event_shape: torch.S
     """Whether ``Distribution._validate_sample`` would accept a value of ``shape``: its trailing
     dims are ``event_shape`` and the rest broadcasts with ``batch_shape``."""
     k = len(shape) - len(event_shape)
-    if k < 0 or shape[k:] != event_shape:
-        return False
-    return all(i == 1 or j == 1 or i == j for i, j in zip(reversed(shape[:k]), reversed(batch_shape)))
+    return k >= 0 and shape[k:] == event_shape and broadcastable(shape[:k], batch_shape)
