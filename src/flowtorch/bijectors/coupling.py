@@ -8,8 +8,9 @@ from typing import Any, cast
 import torch
 
 from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.bijectors.spline import _IDENTITY_DERIVATIVE
 from flowtorch.lazy import Plan
-from flowtorch.ops import identity_derivative, rational_quadratic_spline
+from flowtorch.ops import rational_quadratic_spline
 from flowtorch.parameters.coupling import DenseCoupling, _as_slice, _take_last
 
 __all__ = ["AffineCoupling", "SplineCoupling", "coupling_mask"]
@@ -318,7 +319,6 @@ class SplineCoupling(_Coupling):
             raise ValueError(f"SplineCoupling: bound must be positive, got {bound}")
         self.count_bins = int(count_bins)
         self.bound = float(bound)
-        self._derivative_offset = identity_derivative()
         super().__init__(params_fn, shape=shape, context_shape=context_shape, mask=mask, flip=flip)
 
     def param_shapes(self) -> tuple[torch.Size, ...]:
@@ -333,7 +333,7 @@ class SplineCoupling(_Coupling):
             value,
             widths,
             heights,
-            derivatives + self._derivative_offset,
+            derivatives + _IDENTITY_DERIVATIVE,
             bound=self.bound,
             inverse=inverse,
         )
