@@ -11,7 +11,7 @@ import torch
 
 from flowtorch.bijectors.base import Bijector
 
-__all__ = ["CONTEXT_SHAPE", "D", "Case"]
+__all__ = ["CONTEXT_SHAPE", "D", "Case", "check_a_context_batch_wider_than_the_input", "perturb"]
 
 D = 3
 CONTEXT_SHAPE = torch.Size([2])
@@ -35,3 +35,31 @@ class Case:
                 fan_in = p.shape[-1] if p.dim() > 1 else 1
                 p.normal_(0.0, 0.5 / fan_in**0.5)
         return b
+
+
+def perturb(module: torch.nn.Module, scale: float = 0.5, seed: int = 0, by_fan_in: bool = True) -> None:
+    """Moves ``module``'s parameters away from the near-identity initialisation: each entry drawn
+    from N(0, scale^2), divided by the fan-in (the last dim of a matrix) when ``by_fan_in``."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            fan_in = p.shape[-1] if by_fan_in and p.dim() > 1 else 1
+            p.normal_(0.0, scale / fan_in**0.5)
+
+
+def check_a_context_batch_wider_than_the_input(
+    b: Bijector, x: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One event ``x`` with a batch ``c`` of contexts: the output and log-det have the contexts'
+    batch, agree with the input expanded to it, and the log-det of each row is the autograd
+    Jacobian's. Returns ``forward_and_ladj(x, c)``."""
+    n = c.shape[0]
+    y, ladj = b.forward_and_ladj(x, c)
+    assert y.shape == (n, *x.shape) and ladj.shape == (n,)
+    y_expanded, ladj_expanded = b.forward_and_ladj(x.expand(n, *x.shape), c)
+    torch.testing.assert_close(y, y_expanded)
+    torch.testing.assert_close(ladj, ladj_expanded)
+    for i in range(n):
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: b.forward(v, c[i]), x)
+        torch.testing.assert_close(ladj[i], torch.linalg.slogdet(jac)[1])
+    return y, ladj

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.case import perturb
 
 from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.lazy import Plan
@@ -18,13 +19,6 @@ from flowtorch.parameters import DenseAutoregressive, Parameters
 
 F64 = torch.float64
 GEN = torch.Generator().manual_seed(0)
-
-
-def perturb(module: torch.nn.Module, scale: float = 0.5, seed: int = 0) -> None:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, scale / (p.shape[-1] if p.dim() > 1 else 1) ** 0.5)
 
 
 def value_and_slope(

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.case import perturb
 
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
@@ -22,13 +23,6 @@ from flowtorch.bijectors.naf import (
 from flowtorch.bijectors.reverse import Reverse
 
 F64 = torch.float64
-
-
-def perturb(module: torch.nn.Module, scale: float = 0.5, seed: int = 0) -> None:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, scale / (p.shape[-1] if p.dim() > 1 else 1) ** 0.5)
 
 
 def random_dsf_params(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.case import perturb
 from torch.distributions import ComposeTransform, Independent, Normal
 
 import flowtorch.bijectors as bij
@@ -18,13 +19,6 @@ F64 = torch.float64
 
 def _normal(d: int) -> torch.distributions.Distribution:
     return Independent(Normal(torch.zeros(d, dtype=F64), torch.ones(d, dtype=F64)), 1)
-
-
-def _perturb(module: torch.nn.Module) -> None:
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, 0.3)
 
 
 def test_a_context_that_is_not_a_tensor_is_named() -> None:
@@ -51,7 +45,7 @@ def test_repr_names_the_bijector_and_its_shapes() -> None:
 def test_a_flattened_compose_with_torchs_cache() -> None:
     torch.manual_seed(0)
     f = bij.Compose([bij.Affine(), bij.Exp(), bij.AffineFixed(loc=1.0, scale=-2.0)])(shape=S([2])).to(F64)
-    _perturb(f)
+    perturb(f, 0.3, by_fan_in=False)
     t = to_transform(f, flatten=True)
     assert isinstance(t, ComposeTransform) and len(t.parts) == 3
     assert t.with_cache(0) is t
@@ -77,7 +71,7 @@ pyro = pytest.importorskip("pyro")
 def _sigmoid_flow() -> dist.Flow:
     torch.manual_seed(0)
     flow = dist.Flow(_normal(2), bij.Compose([bij.Affine(), bij.Sigmoid()])).to(F64)
-    _perturb(flow)
+    perturb(flow, 0.3, by_fan_in=False)
     return flow
 
 
@@ -105,7 +99,7 @@ def test_pyro_wrapper_support_sample_and_repr() -> None:
 def test_to_pyro_binds_a_context() -> None:
     torch.manual_seed(0)
     flow = dist.Flow(_normal(2), bij.Affine(params.Tensor()), context_shape=S([3])).to(F64)
-    _perturb(flow)
+    perturb(flow, 0.3, by_fan_in=False)
     c = torch.randn(5, 3, dtype=F64)
     wrapped = to_pyro(flow, c)
     assert wrapped.batch_shape == (5,) and wrapped.event_shape == (2,)
