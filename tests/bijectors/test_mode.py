@@ -18,7 +18,7 @@ import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.bijectors.base import Bijector
-from flowtorch.bijectors.mode import ATTR
+from flowtorch.bijectors.mode import entry_of, has_entry
 
 D = 4
 
@@ -67,10 +67,6 @@ def flow5() -> dist.Flow:
     return dist.Flow(base, bij.Compose([*layers, bij.Spline()]))
 
 
-def has_entry(t: torch.Tensor) -> bool:
-    return ATTR in t.__dict__
-
-
 # ----------------------------------------------------------------------------- 1. scope
 class TestScope:
     def test_no_recording_outside_a_mode(self) -> None:
@@ -108,13 +104,13 @@ class TestScope:
                 assert b.inverse(y_outer) is x
                 assert counter.calls == calls
                 y_inner = b.forward(x + 1)
-                entry = y_inner.__dict__[ATTR]
+                entry = entry_of(y_inner)
                 assert entry.ladj is None  # the innermost requires_ladj wins
                 assert entry.params is not None
             # inner entries are dropped when the inner mode exits; outer ones remain
             assert not has_entry(y_inner)
             assert has_entry(y_outer)
-            assert y_outer.__dict__[ATTR].ladj is not None
+            assert entry_of(y_outer).ladj is not None
         assert not has_entry(y_outer)
 
     def test_decorator_runs_in_a_fresh_mode(self) -> None:
@@ -170,7 +166,7 @@ class TestHits:
         x = torch.randn(5, D)
         with flowtorch.BijectiveMode():
             y = b.forward(x)
-            entry = y.__dict__[ATTR]
+            entry = entry_of(y)
             calls = counter.calls
             ladj = b.log_abs_det_jacobian(x, y)
             assert ladj is entry.ladj or torch.equal(ladj, -entry.ladj)
@@ -183,7 +179,7 @@ class TestHits:
         x = torch.randn(5, D)
         with flowtorch.BijectiveMode(requires_ladj=False):
             y = b.forward(x)
-            assert y.__dict__[ATTR].ladj is None
+            assert entry_of(y).ladj is None
             calls = counter.calls
             ladj = b.log_abs_det_jacobian(x, y)
             assert counter.calls == calls

@@ -16,7 +16,7 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
 from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.bijectors.mode import ATTR
+from flowtorch.bijectors.mode import entry_of, has_entry
 from flowtorch.lazy import Lazy, Plan
 
 
@@ -100,11 +100,11 @@ def test_entries_of_several_modes_on_one_tensor() -> None:
         with flowtorch.BijectiveMode():
             assert g.forward(a2) is b  # entry 4 (inner), on top of two outer ones
         assert f.inverse(b) is a and h.inverse(b) is a  # the outer entries survive
-        entry, n = b.__dict__[ATTR], 0
+        entry, n = entry_of(b), 0
         while entry is not None:
             n, entry = n + 1, entry.previous
         assert n == 2
-    assert ATTR not in b.__dict__
+    assert not has_entry(b)
 
 
 def _maf(context: bool = False) -> Bijector:
@@ -161,7 +161,7 @@ def test_pickle_and_deepcopy_of_tensors_without_entries_inside_the_mode() -> Non
         t = torch.randn(3)
         for clone in (pickle.loads(pickle.dumps(t)), copy.deepcopy(t)):
             assert type(clone) is torch.Tensor and torch.equal(clone, t)
-        assert ATTR not in t.__dict__
+        assert not has_entry(t)
 
 
 def test_mode_as_a_decorator_and_cache_miss_warning_once() -> None:

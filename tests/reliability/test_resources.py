@@ -52,7 +52,7 @@ def test_100k_cached_calls_in_one_mode_keep_memory_flat() -> None:
                 before = rss()
         gc.collect()
         grown = rss() - before
-        assert len(scope.tagged) <= 1  # only the live ``y``
+        assert len(scope.table) <= 1  # only the live ``y``
         assert sum(type(o) is _mode.Entry for o in gc.get_objects()) <= 2
     assert grown < 4 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 90,000 cached calls"
 

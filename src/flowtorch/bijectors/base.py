@@ -24,6 +24,7 @@ context checks, the reduction of log|det J| to the batch shape, and the ``Biject
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from typing import Any
 
@@ -39,15 +40,13 @@ __all__ = ["Bijector", "Params", "build"]
 Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
 
 
-def unintercepted() -> contextlib.AbstractContextManager[None]:
-    """Runs a block with the active ``BijectiveMode`` (if any) off the torch-function stack.
-
-    For the arithmetic around bijector calls in wrappers and flows (a composition's sum of
-    log-dets, a flow's base density): those ops write to no tensor the mode watches, and the
-    bijector calls inside still record their entries. The mode is consulted here, in the base
-    module, so that ``Compose`` and ``Flow`` need not know it.
-    """
-    return _mode.quietly()
+#: Runs a block with the active ``BijectiveMode`` off the torch-function stack: for the arithmetic
+#: around bijector calls in wrappers and flows (a composition's sum of log-dets, a flow's base
+#: density), whose ops write to no tensor the mode watches. The mode is consulted here, in the
+#: base module, so that ``Compose`` and ``Flow`` need not know it.
+unintercepted = _mode.unintercepted
+#: The innermost active mode's activation on this thread (``None`` outside or under compile).
+current_scope = _mode.current_scope
 
 
 def build(plan: Any, **kwargs: Any) -> Any:
@@ -177,7 +176,6 @@ class Bijector(LazyModule):
         self.context_shape: torch.Size | None = (
             torch.Size(context_shape) if context_shape is not None and self.params_fn is not None else None
         )
-        self._state_cache: tuple[int, tuple[torch.Tensor, ...]] | None = None
         self._dtype_cache: torch.dtype | bool | None = False  # False: not looked up yet
 
     # ------------------------------------------------------------------ for subclasses
@@ -247,18 +245,6 @@ class Bijector(LazyModule):
     _stores_forward_ladj = False
     _stores_inverse_ladj = False
 
-    def _state_tensors(self) -> tuple[torch.Tensor, ...]:
-        """This bijector's parameters and buffers (cached while the module structure is fixed)."""
-        cache = self._state_cache
-        count = _mode.STRUCTURE.count
-        if cache is None or cache[0] != count or not _mode.STRUCTURE.tracking:
-            tensors = (*self.parameters(), *self.buffers())
-            self._state_cache = cache = (count, tensors)
-        return cache[1]
-
-    def _state_version(self) -> int:
-        return sum([t._version for t in self._state_tensors()])
-
     def _cacheable(self) -> bool:
         """Whether calls can be cached now.
 
@@ -269,16 +255,17 @@ class Bijector(LazyModule):
         return True
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        self._state_cache = None
         self._dtype_cache = False
         return super()._apply(fn, *args, **kwargs)
 
     def _param_dtype(self) -> torch.dtype | None:
         """The floating dtype of this bijector's parameters and buffers (``None`` if it has none);
-        cached until the module is converted (``.to``, ``.double``, ...)."""
+        cached until the module is converted (``.to``, ``.double``, ...), and looked up again by
+        ``_check`` before it refuses an input."""
         dtype = self._dtype_cache
         if dtype is False:
-            dtype = next((t.dtype for t in self._state_tensors() if t.is_floating_point()), None)
+            state = itertools.chain(self.parameters(), self.buffers())
+            dtype = next((t.dtype for t in state if t.is_floating_point()), None)
             self._dtype_cache = dtype
         return dtype  # type: ignore[return-value]
 
@@ -428,14 +415,34 @@ class Bijector(LazyModule):
         assert ladj is not None
         return x, ladj
 
-    def _recorded(self, value: torch.Tensor, forward: bool, context: torch.Tensor | None = None) -> bool:
-        """Whether a fresh cache entry says ``value`` is the output of this bijector's ``forward``
-        (``forward=True``) or ``inverse`` call with ``context``. Always False outside a mode."""
-        scope = _mode.current_scope()
-        if scope is None:
-            return False
-        with _mode.quiet(scope):
-            return _mode.lookup(value, self, forward, context) is not None
+    def _recorded_key(
+        self, value: torch.Tensor, forward: bool, context: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Inside a mode, the input of the fresh recorded call of this bijector (``forward`` if
+        ``forward``, else ``inverse``, with this context) whose output is ``value``; else
+        ``None``. Wrappers that delegate their calls answer for their parts."""
+        entry = _mode.lookup(value, self, forward, context)
+        return None if entry is None else entry.key
+
+    def _hit(self, entry: _mode.Entry, value: torch.Tensor, forward: bool) -> torch.Tensor:
+        """What a hit returns for ``value``: the recorded key, broadcast to ``value``'s batch
+        dims where a context batch made those wider than the key's, and detached under
+        ``torch.no_grad`` if it has a graph (as a recomputation would be in both cases)."""
+        key = _mode.served(entry.key)
+        event_in, event_out = (self.shape, self.out_shape) if forward else (self.out_shape, self.shape)
+        batch = value.shape[: value.dim() - len(event_in)]
+        if key.shape[: key.dim() - len(event_out)] == batch:
+            return key
+        return key.expand(batch + event_out)
+
+    def _entry_ladj(
+        self, entry: _mode.Entry, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor:
+        """log|det J| of a fresh entry's pair: the stored value, or from the recorded parameters."""
+        ladj = entry.stored_ladj()
+        if ladj is None:
+            ladj = self._ladj_from_values(x, y, context, entry.params)
+        return ladj
 
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
@@ -448,24 +455,15 @@ class Bijector(LazyModule):
         if scope is None:
             self._check(x, context, True)
             return self._ladj_from_values(x, y, context)
-        with _mode.quiet(scope):  # see ``_call``
+        with _mode.unintercepted():
             entry = _mode.lookup(y, self, True, context)
             if entry is None or entry.key is not x:
                 entry = _mode.lookup(x, self, False, context)
                 if entry is not None and entry.key is not y:
                     entry = None
             if entry is not None:
-                if entry.ladj is not None:
-                    return entry.ladj  # type: ignore[no-any-return]
-                return self._ladj_from_values(x, y, context, entry.params)
-            if not scope.warned:
-                scope.warned = True
-                warnings.warn(
-                    f"{type(self).__name__}.log_abs_det_jacobian: no fresh cache entry for this "
-                    "(x, y) pair inside BijectiveMode; computing it from the values",
-                    _mode.CacheMissWarning,
-                    stacklevel=2,
-                )
+                return self._entry_ladj(entry, x, y, context)
+            warn_miss(scope, self)
             self._check(x, context, True)
             return self._ladj_from_values(x, y, context)
 
@@ -482,32 +480,24 @@ class Bijector(LazyModule):
             return out, ladj
         # Inside a mode, the cache bookkeeping and the maths run with the mode off the
         # torch-function stack: none of their tensor ops and attribute reads is intercepted.
-        with _mode.quiet(scope):
+        with _mode.unintercepted():
             # ``value`` may be the output of the opposite call: then the answer is its key.
             entry = _mode.lookup(value, self, not forward, context)
             if entry is not None:
-                ladj = None
-                if need_ladj:
-                    ladj = entry.ladj
-                    if ladj is None:
-                        x, y = (value, entry.key) if forward else (entry.key, value)
-                        ladj = self._ladj_from_values(x, y, context, entry.params)
-                return entry.key, ladj
+                out = self._hit(entry, value, forward)
+                if not need_ladj:
+                    return out, None
+                x, y = (value, out) if forward else (out, value)
+                return out, self._entry_ladj(entry, x, y, context)
             self._check(value, context, forward)
             compute = need_ladj or scope.requires_ladj
-            # (in eager code a no-op: ``quiet`` took the mode off already; under torch.compile,
-            # where ``quiet`` is a null context, this keeps the maths out of the mode)
-            with _mode.suspended(scope):
-                if forward:
-                    out, ladj, params = self._forward_with_params(value, context, compute)
-                    stores = self._stores_forward_ladj
-                else:
-                    out, ladj, params = self._inverse_with_params(value, context, compute)
-                    stores = self._stores_inverse_ladj
-        # (outside the ``with``: under ``torch.compile``, ``record`` is a graph break; eager code
-        # calls the undecorated function and skips ``torch.compiler.disable``'s wrapper)
-        record = _mode.record if _mode._tracing() else _mode._record
-        record(scope, self, forward, value, out, context, ladj if stores else None, params)
+            if forward:
+                out, ladj, params = self._forward_with_params(value, context, compute)
+                stores = self._stores_forward_ladj
+            else:
+                out, ladj, params = self._inverse_with_params(value, context, compute)
+                stores = self._stores_inverse_ladj
+            _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
         return out, ladj
 
     def extra_repr(self) -> str:
@@ -515,3 +505,17 @@ class Bijector(LazyModule):
         if self.context_shape is not None:
             s += f", context_shape={tuple(self.context_shape)}"
         return s
+
+
+def warn_miss(scope: Any, bijector: Bijector) -> None:
+    """The ``CacheMissWarning`` of a ``log_abs_det_jacobian`` that found no fresh entry inside a
+    mode, given once per activation."""
+    if scope.warned:
+        return
+    scope.warned = True
+    warnings.warn(
+        f"{type(bijector).__name__}.log_abs_det_jacobian: no fresh cache entry for this "
+        "(x, y) pair inside BijectiveMode; computing it from the values",
+        _mode.CacheMissWarning,
+        stacklevel=3,
+    )

@@ -8,7 +8,7 @@ from typing import Any, cast
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, build, unintercepted
+from flowtorch.bijectors.base import Bijector, build, current_scope, unintercepted, warn_miss
 
 __all__ = ["Compose", "Invert"]
 
@@ -139,20 +139,35 @@ class Compose(Bijector):
         assert total is not None
         return y, total
 
+    def _recorded_key(
+        self, value: torch.Tensor, forward: bool, context: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        layers = list(self.layers())
+        for b in reversed(layers) if forward else layers:
+            key = b._recorded_key(value, forward, self._ctx(b, context))
+            if key is None:
+                return None
+            value = key
+        return value
+
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Sum of the layers' log-dets.
+        """Sum of the layers' log-dets at the points that walk back from ``y``.
 
-        Walks back from ``y``; inside ``BijectiveMode``, walks forward from ``x`` instead when it
-        was ``inverse`` that recorded the pair, so that every layer is a cache hit.
+        Inside ``BijectiveMode``, when every layer's ``inverse`` recorded the chain from ``y`` to
+        ``x`` (``x = inverse(y)``), walks forward from ``x`` instead, so that every layer is a
+        hit; walking back from ``y`` hits the entries of ``y = forward(x)``. Either way the
+        layers' points are those of the walk back from ``y``, as outside the mode. With neither
+        chain recorded, the mode warns once (``CacheMissWarning``).
         """
-        layers = list(self.layers())
-        first, last = layers[0], layers[-1]
-        if not last._recorded(y, True, self._ctx(last, context)) and first._recorded(
-            x, False, self._ctx(first, context)
-        ):
-            return self.forward_and_ladj(x, context)[1]
+        scope = current_scope()
+        if scope is not None:
+            with unintercepted():
+                if self._recorded_key(x, False, context) is y:
+                    return self.forward_and_ladj(x, context)[1]
+                if self._recorded_key(y, True, context) is None:
+                    warn_miss(scope, self)
         return self.inverse_and_ladj(y, context)[1]
 
     def extra_repr(self) -> str:
@@ -246,6 +261,11 @@ class Invert(Bijector):
         with unintercepted():
             x, ladj = self.bijector.forward_and_ladj(y, context)
             return x, -ladj
+
+    def _recorded_key(
+        self, value: torch.Tensor, forward: bool, context: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        return self.bijector._recorded_key(value, not forward, context)
 
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
