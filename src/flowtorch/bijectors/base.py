@@ -424,16 +424,15 @@ class Bijector(LazyModule):
         entry = _mode.lookup(value, self, forward, context)
         return None if entry is None else entry.key
 
-    def _hit(self, entry: _mode.Entry, value: torch.Tensor, forward: bool) -> torch.Tensor:
-        """What a hit returns for ``value``: the recorded key, broadcast to ``value``'s batch
-        dims where a context batch made those wider than the key's, and detached under
-        ``torch.no_grad`` if it has a graph (as a recomputation would be in both cases)."""
-        key = _mode.served(entry.key)
+    def _hit(self, entry: _mode.Entry, value: torch.Tensor, forward: bool) -> torch.Tensor | None:
+        """What a hit returns for ``value``: the recorded key (detached under ``torch.no_grad``
+        if it has a graph, as a recomputation would be). ``None`` when ``value``'s batch dims are
+        wider than the key's (a context batch broadcast them): a recomputation has ``value``'s."""
+        key: torch.Tensor = entry.key
         event_in, event_out = (self.shape, self.out_shape) if forward else (self.out_shape, self.shape)
-        batch = value.shape[: value.dim() - len(event_in)]
-        if key.shape[: key.dim() - len(event_out)] == batch:
-            return key
-        return key.expand(batch + event_out)
+        if value.shape[: value.dim() - len(event_in)] != key.shape[: key.dim() - len(event_out)]:
+            return None
+        return _mode.served(key)
 
     def _entry_ladj(
         self, entry: _mode.Entry, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None
@@ -483,12 +482,13 @@ class Bijector(LazyModule):
         with _mode.unintercepted():
             # ``value`` may be the output of the opposite call: then the answer is its key.
             entry = _mode.lookup(value, self, not forward, context)
-            if entry is not None:
-                out = self._hit(entry, value, forward)
+            hit = None if entry is None else self._hit(entry, value, forward)
+            if hit is not None:
+                assert entry is not None
                 if not need_ladj:
-                    return out, None
-                x, y = (value, out) if forward else (out, value)
-                return out, self._entry_ladj(entry, x, y, context)
+                    return hit, None
+                x, y = (value, hit) if forward else (hit, value)
+                return hit, self._entry_ladj(entry, x, y, context)
             self._check(value, context, forward)
             compute = need_ladj or scope.requires_ladj
             if forward:
