@@ -440,7 +440,9 @@ class unintercepted:
 
 # ------------------------------------------------------------------------------ interception
 # How the mode treats each torch function it intercepts (cached per function).
-_PLAIN, _WRITES, _EPOCH_OP, _OPAQUE, _DATA_GET, _DATA_SET, _SET, _DETACH = range(8)
+# ``_OUT``: writes only through keyword arguments (``out=``); ``_WRITES_SELF``: writes its first
+# positional argument (and maybe ``out=``); ``_WRITES``: any other set of written arguments.
+_PLAIN, _OUT, _WRITES_SELF, _WRITES, _EPOCH_OP, _OPAQUE, _DATA_GET, _DATA_SET, _SET, _DETACH = range(10)
 
 
 def _special_functions() -> dict[Any, int]:
@@ -495,7 +497,9 @@ def _classify(func: Any) -> int:
     if not names:
         return _PLAIN
     _WRITTEN[func] = (frozenset(positions), frozenset(names))
-    return _WRITES
+    if not positions:
+        return _OUT
+    return _WRITES_SELF if positions == {0} else _WRITES
 
 
 def _tensors(values: Iterable[Any]) -> Iterator[torch.Tensor]:
@@ -672,8 +676,20 @@ class BijectiveMode(TorchFunctionMode):
         kind = _KINDS.get(func)
         if kind is None:
             kind = _KINDS[func] = _classify(func)
-        if kind == _PLAIN:  # the common case, kept short: it runs for every op
+        if kind == _PLAIN or (kind == _OUT and not kwargs):  # the common case, kept short
             return func(*args, **kwargs) if kwargs else func(*args)
+        t = args[0] if args else None
+        if kind == _WRITES_SELF and isinstance(t, torch.Tensor) and (not kwargs or "out" not in kwargs):
+            # an in-place method, ``t.add_(u, alpha=2)``: the common write, kept short
+            if t.is_inference():
+                return func(*args, **kwargs) if kwargs else func(*args)
+            version = t._version
+            result = func(*args, **kwargs) if kwargs else func(*args)
+            if t._version == version:
+                _bump()  # written (as the schema says) without a version bump
+            return result
+        if kind == _DETACH and not STATE.aliases:
+            return func(*args)
         return _special(kind, func, args, kwargs or {})
 
 
@@ -691,7 +707,7 @@ def _end(mode: BijectiveMode) -> None:
 
 def _special(kind: int, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     state = STATE
-    if kind == _WRITES:
+    if kind in (_OUT, _WRITES_SELF, _WRITES):
         targets = _written(func, args, kwargs)
         before = [t._version for t in targets]
         result = func(*args, **kwargs)
