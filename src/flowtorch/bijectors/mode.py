@@ -681,9 +681,10 @@ class BijectiveMode(TorchFunctionMode):
         t = args[0] if args else None
         if kind == _WRITES_SELF and isinstance(t, torch.Tensor) and (not kwargs or "out" not in kwargs):
             # an in-place method, ``t.add_(u, alpha=2)``: the common write, kept short
-            if t.is_inference():
+            try:
+                version = t._version
+            except RuntimeError:  # an inference tensor: no version counter, never recorded
                 return func(*args, **kwargs) if kwargs else func(*args)
-            version = t._version
             result = func(*args, **kwargs) if kwargs else func(*args)
             if t._version == version:
                 _bump()  # written (as the schema says) without a version bump
