@@ -122,8 +122,11 @@ class _Coupling(Bijector):
         self.n_transformed = int((~flat).sum())
         self.flip = bool(flip)
         super().__init__(self._with_mask(params_fn, m), shape=shape, context_shape=context_shape)
-        self.register_buffer("mask", m, persistent=False)
-        self.register_buffer("_identity", flat, persistent=False)
+        # Each buffer its own tensor: ``m`` was handed to the conditioner, and ``flatten`` of a
+        # 1-D mask is ``m`` itself; a tensor registered twice is parameter sharing to
+        # ``torch.jit.trace``, which refuses it.
+        self.register_buffer("mask", m.clone(), persistent=False)
+        self.register_buffer("_identity", flat.clone(), persistent=False)
         self.register_buffer("_transformed_index", (~flat).nonzero().squeeze(-1), persistent=False)
         # for each event element, its index among the transformed ones (0 for identity elements)
         self.register_buffer("_position", ((~flat).cumsum(0) - 1).clamp(min=0), persistent=False)
