@@ -30,6 +30,13 @@ def as_size(value: Any, what: str, *, allow_int: bool = True) -> torch.Size:
     ``allow_int`` one integer ``n`` for ``(n,)``, as torch's size arguments take it
     (``torch.zeros(5)``); without it, as ``torch.distributions``' ``sample_shape`` refuses it.
 
+    Reference: the size arguments of ``torch.zeros`` and ``Tensor.view`` (PyTorch documentation).
+
+    Args:
+        value: what the user gave.
+        what: the owner and the argument's name, for the error (``"Flow: context_shape"``).
+        allow_int: take one integer ``n`` as ``(n,)``.
+
     Example:
         >>> as_size(5, "shape"), as_size([2, 3], "sample_shape", allow_int=False)
         (torch.Size([5]), torch.Size([2, 3]))
@@ -52,6 +59,12 @@ def as_size(value: Any, what: str, *, allow_int: bool = True) -> torch.Size:
 def positive_int(value: Any, what: str) -> int:
     """``value`` as an ``int`` if it is a positive integer, else a ``ValueError`` showing its ``repr``.
 
+    Reference: ``operator.index`` (Python documentation), which decides what is an integer.
+
+    Args:
+        value: what the user gave.
+        what: the owner and the argument's name, for the error (``"MAF: layers"``).
+
     Example:
         >>> positive_int(3, "MAF: layers")
         3
@@ -65,6 +78,12 @@ def positive_int(value: Any, what: str) -> int:
 def positive_ints(value: Any, what: str) -> tuple[int, ...]:
     """``value`` as a tuple of ints if it is a non-empty sequence of positive integers; one
     integer is refused with a hint, as it could mean one layer or a count of layers.
+
+    Reference: ``operator.index`` (Python documentation), which decides what is an integer.
+
+    Args:
+        value: what the user gave.
+        what: the owner and the argument's name, for the error (``"MAF: hidden_dims"``).
 
     Example:
         >>> positive_ints([32, 32], "MAF: hidden_dims")
