@@ -57,3 +57,24 @@ def test_neals_funnel_vi_tutorial() -> None:
     assert sum(losses[-20:]) / 20 < 0.3 < sum(losses[:5]) / 5
     v = flow.sample((5000,))[:, 1]
     assert 1.5 < v.std().item() < 3.5
+
+
+def test_an_affine_log_scale_past_its_bound_still_gets_a_gradient_and_comes_back() -> None:
+    """A log-scale that overshoots ``log_scale_max_clip`` (3) must feel the loss: a hard clip gave it
+    a zero gradient, so an overshoot was permanent (0.8's tutorial ended with a std of 20 for 0.5)."""
+    torch.manual_seed(0)
+    base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(1), torch.ones(1)), 1)
+    flow = dist.Flow(base, bij.Affine())
+    log_scale = flow.bijector.params_fn.params[1]
+    with torch.no_grad():
+        log_scale.fill_(8.0)  # far past the bound
+    data = torch.randn(256, 1) * 0.1
+    (-flow.log_prob(data).mean()).backward()
+    assert log_scale.grad is not None and log_scale.grad.item() > 0.01  # a loss wanting a smaller scale
+
+    opt = torch.optim.Adam(flow.parameters(), lr=0.2)
+    for _ in range(150):
+        opt.zero_grad()
+        (-flow.log_prob(data).mean()).backward()
+        opt.step()
+    assert abs(flow.sample((20_000,)).std().item() - 0.1) < 0.01  # back to the data's scale

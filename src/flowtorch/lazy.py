@@ -19,13 +19,18 @@ deferred and nothing happens at import time.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
+
+from flowtorch._args import as_size
 
 __all__ = ["Plan", "Lazy", "LazyModule"]
 
 T = TypeVar("T")
+
+# The build arguments that are shapes: an int ``n`` is taken for ``(n,)``, as torch takes sizes.
+_SHAPE_ARGS = ("shape", "context_shape")
 
 
 class Plan(Generic[T]):
@@ -66,12 +71,38 @@ class Plan(Generic[T]):
         self.kwargs = kwargs
 
     def __call__(self, **build_kwargs: Any) -> T:
-        """Builds the object, e.g. ``plan(shape=torch.Size([2]))``."""
+        """Builds the object, e.g. ``plan(shape=torch.Size([2]))``; a ``shape`` or
+        ``context_shape`` may be an int ``n``, for ``(n,)``."""
         kwargs = dict(build_kwargs)
         for key, value in self.kwargs.items():
             if value is not None or key not in kwargs:
                 kwargs[key] = value
+        for key in _SHAPE_ARGS:
+            if kwargs.get(key) is not None:
+                kwargs[key] = as_size(kwargs[key], f"{self.cls.__name__}: {key}")
         return self.cls(*self.args, **kwargs)
+
+    if not TYPE_CHECKING:  # at run time only: type checkers keep seeing a plan's real attributes
+
+        def __getattr__(self, name: str) -> Any:
+            """Reached only for names a plan lacks: says it is a plan and how to build it."""
+            try:
+                cls = object.__getattribute__(self, "cls")
+            except AttributeError:
+                cls = None  # a plan being unpickled, before its slots are set
+            if cls is None or (name.startswith("__") and name.endswith("__")):
+                raise AttributeError(name)
+            key = getattr(cls, "_plan_key", "shape")
+            how = (
+                "dist.Flow(base_dist, plan) (then use flow.parameters(), flow.bijector) or "
+                "plan(shape=event_shape)"
+                if key == "shape"
+                else f"plan({key}=...)"
+            )
+            raise AttributeError(
+                f"{self!r} has no attribute {name!r}: it is a plan that builds a {cls.__name__} "
+                f"once the shapes are known, not a {cls.__name__} itself; build it first, with {how}"
+            )
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]

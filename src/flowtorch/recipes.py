@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flowtorch._args import positive_int, positive_ints
 from flowtorch.bijectors.affine import AffineAutoregressive
 from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
@@ -33,13 +34,8 @@ from flowtorch.parameters.dense_autoregressive import DenseAutoregressive
 __all__ = ["IAF", "MAF", "NSF", "RealNVP"]
 
 
-def _check(name: str, layers: int, hidden_dims: Sequence[int]) -> tuple[int, ...]:
-    if int(layers) != layers or layers < 1:
-        raise ValueError(f"{name}: layers must be a positive integer, got {layers}")
-    hidden = tuple(int(h) for h in hidden_dims)
-    if not hidden or any(h < 1 for h in hidden):
-        raise ValueError(f"{name}: hidden_dims must be one or more positive sizes, got {tuple(hidden_dims)}")
-    return hidden
+def _check(name: str, layers: int, hidden_dims: Sequence[int]) -> tuple[int, tuple[int, ...]]:
+    return positive_int(layers, f"{name}: layers"), positive_ints(hidden_dims, f"{name}: hidden_dims")
 
 
 def _made(
@@ -87,7 +83,7 @@ def MAF(
         >>> flow.log_prob(torch.randn(4, 3)).shape
         torch.Size([4])
     """
-    hidden = _check("MAF", layers, hidden_dims)
+    layers, hidden = _check("MAF", layers, hidden_dims)
     return _compose(
         [Plan(AffineAutoregressive, _made(hidden, nonlinearity, i)) for i in range(layers)],
         context_shape,
@@ -129,7 +125,7 @@ def IAF(
         >>> y.shape, log_p.shape
         (torch.Size([4, 3]), torch.Size([4]))
     """
-    hidden = _check("IAF", layers, hidden_dims)
+    layers, hidden = _check("IAF", layers, hidden_dims)
     return _compose(
         [Plan(Invert, Plan(AffineAutoregressive, _made(hidden, nonlinearity, i))) for i in range(layers)],
         context_shape,
@@ -174,7 +170,7 @@ def RealNVP(
         >>> flow.sample((5,), context=torch.ones(1)).shape
         torch.Size([5, 2])
     """
-    hidden = _check("RealNVP", layers, hidden_dims)
+    layers, hidden = _check("RealNVP", layers, hidden_dims)
     return _compose(
         [
             Plan(
@@ -233,7 +229,7 @@ def NSF(
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
     """
-    hidden = _check("NSF", layers, hidden_dims)
+    layers, hidden = _check("NSF", layers, hidden_dims)
     if int(bins) != bins or bins < 2:
         raise ValueError(f"NSF: bins must be an integer of at least 2, got {bins}")
     if not bound > 0:

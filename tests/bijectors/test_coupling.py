@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -73,7 +74,7 @@ def test_affine_maths_by_hand() -> None:
     x = torch.randn(7, 4, dtype=torch.float64)
     b = b.double()
     shift, raw = b.params_fn(x)
-    s = 2.0 * torch.tanh(raw / 2.0)
+    s = raw / (1 + raw.abs() / 2.0)  # the docstring's soft clamp, by hand
     y, ladj = b.forward_and_ladj(x)
     torch.testing.assert_close(y[:, 2:], x[:, 2:] * s.exp() + shift)
     torch.testing.assert_close(ladj, s.sum(-1))
@@ -257,3 +258,20 @@ def test_spline_coupling_matches_zuko_for_the_same_knots() -> None:
     # the inverse solves a quadratic; some bins are steep, so both round trips lose digits
     torch.testing.assert_close(x_back, x_back_z, atol=1e-8, rtol=1e-8)
     assert (x_back - x).abs().max() <= (x_back_z - x).abs().max() + 1e-12  # ours is as accurate
+
+
+@pytest.mark.parametrize("cls", [AffineCoupling, SplineCoupling])
+@pytest.mark.parametrize("shape", [(4,), (2, 3)])
+def test_torch_jit_trace(cls: type, shape: tuple[int, ...]) -> None:
+    """No tensor is registered twice (once as ``mask``, once as the flat ``_identity`` or in the
+    conditioner), which ``torch.jit.trace`` refuses as parameter sharing."""
+    torch.manual_seed(0)
+    b = cls()(shape=torch.Size(shape))
+    perturb(b, 0.5)
+    buffers = [t for m in b.modules() for t in m.buffers(recurse=False)]
+    assert len({id(t) for t in buffers}) == len(buffers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
+        traced = torch.jit.trace(b, torch.randn(3, *shape))
+    x = torch.randn(5, *shape)
+    torch.testing.assert_close(traced(x), b.forward(x))

@@ -235,12 +235,12 @@ BAD: dict[str, Any] = {
     "MADE: no hidden layer": Bad(
         lambda: bij.AffineAutoregressive(params.DenseAutoregressive(hidden_dims=()))(shape=(3,)),
         ValueError,
-        r"DenseAutoregressive needs at least one hidden layer",
+        r"DenseAutoregressive: hidden_dims must be one or more positive integers \(at least one hidden",
     ),
     "MADE: a non-positive hidden size (D = 1)": Bad(
         lambda: bij.AffineAutoregressive(params.DenseAutoregressive(hidden_dims=(0,)))(shape=(1,)),
         ValueError,
-        r"DenseAutoregressive: hidden layer sizes must be positive, got \(0,\)",
+        r"DenseAutoregressive: hidden_dims must be one or more positive integers, got \(0,\)",
     ),
     "MADE: permutation of the wrong length": Bad(
         lambda: bij.AffineAutoregressive(params.DenseAutoregressive(permutation=[1, 0]))(shape=(3,)),
@@ -311,6 +311,68 @@ BAD: dict[str, Any] = {
     ),
     "recipe: empty hidden_dims": Bad(
         lambda: MAF(hidden_dims=()), ValueError, r"MAF: hidden_dims must be one or more"
+    ),
+    "recipe: string layers (its repr shown)": Bad(
+        lambda: MAF(layers="3"), ValueError, r"MAF: layers must be a positive integer, got '3'"
+    ),
+    "recipe: an int for hidden_dims": Bad(
+        lambda: MAF(hidden_dims=32),
+        TypeError,
+        r"MAF: hidden_dims must be a sequence of hidden sizes, e.g. \(32,\) for one hidden layer of 32",
+    ),
+    "recipe: a fractional hidden size (not truncated)": Bad(
+        lambda: MAF(hidden_dims=(16.5,)),
+        ValueError,
+        r"MAF: hidden_dims must be one or more positive integers, got \(16.5,\)",
+    ),
+    "MADE: an int for hidden_dims": Bad(
+        lambda: dist.Flow(normal(), bij.AffineAutoregressive(params.DenseAutoregressive(hidden_dims=32))),
+        TypeError,
+        r"DenseAutoregressive: hidden_dims must be a sequence of hidden sizes",
+    ),
+    "coupling conditioner: a fractional hidden size": Bad(
+        lambda: dist.Flow(normal(), bij.AffineCoupling(params.DenseCoupling(hidden_dims=(8, 7.5)))),
+        ValueError,
+        r"DenseCoupling: hidden_dims must be one or more positive integers, got \(8, 7.5\)",
+    ),
+    "sample: an int for sample_shape": Bad(
+        lambda: flow().sample(5),
+        TypeError,
+        r"Flow: sample_shape must be a torch.Size or a tuple of ints, e.g. \(5,\), got the int 5",
+    ),
+    "sample: a string for sample_shape": Bad(
+        lambda: flow().rsample("5"), TypeError, r"Flow: sample_shape must be a torch.Size or a tuple of ints"
+    ),
+    "plan: a float shape": Bad(
+        lambda: MAF()(shape=2.5), TypeError, r"Compose: shape must be a torch.Size, a tuple of ints or an int"
+    ),
+    "Flow: a string context_shape": Bad(
+        lambda: dist.Flow(normal(), MAF(), context_shape="5"),
+        TypeError,
+        r"Flow: context_shape must be a torch.Size, a tuple of ints or an int, got '5'",
+    ),
+    "plan used as a bijector: forward": Bad(
+        lambda: bij.AffineAutoregressive().forward(x3),
+        AttributeError,
+        r"Plan\(AffineAutoregressive\) has no attribute 'forward': it is a plan that builds a "
+        r"AffineAutoregressive once the shapes are known.*dist.Flow\(base_dist, plan\)",
+    ),
+    "plan used as a module: parameters": Bad(
+        lambda: torch.optim.Adam(MAF().parameters()),
+        AttributeError,
+        r"has no attribute 'parameters': it is a plan .*flow.parameters\(\)",
+    ),
+    "conditioner plan used as a module": Bad(
+        lambda: params.DenseAutoregressive().hidden_layers,
+        AttributeError,
+        r"it is a plan that builds a DenseAutoregressive .* plan\(param_shapes=...\)",
+    ),
+    "base distribution without Independent": Bad(
+        lambda: dist.Flow(
+            torch.distributions.Normal(torch.zeros(3), torch.ones(3)), bij.AffineAutoregressive()
+        ),
+        ValueError,
+        r"event shape \(\) and batch shape \(3,\).*torch.distributions.Independent\(base_dist, 1\)",
     ),
     "coupling of a one-element event": Bad(
         lambda: dist.Flow(normal(1), RealNVP()), ValueError, r"an event of a single element cannot be coupled"
@@ -493,3 +555,23 @@ def test_parameters_replaced_with_another_dtype_are_seen_by_the_dtype_check() ->
         TypeError, match=r"x has dtype torch.float32, but the parameters have dtype torch.float64"
     ):
         b.forward(x)
+
+
+# ------------------------------------------------------------- what is accepted, not refused
+def test_an_int_is_a_shape_where_torch_takes_one() -> None:
+    """``shape`` and ``context_shape`` take an int ``n`` for ``(n,)``, as torch's sizes do."""
+    b = MAF(layers=1, hidden_dims=(8,))(shape=3)
+    assert b.shape == (3,)
+    f = dist.Flow(normal(), MAF(layers=1, hidden_dims=(8,)), context_shape=2)
+    assert f.context_shape == (2,)
+    assert f.sample((), torch.randn(4, 2)).shape == (4, 3)  # one sample per context
+    g = dist.Flow(normal(), bij.AffineAutoregressive(context_shape=2))
+    assert g.context_shape == (2,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_parameters_take_the_base_distributions_dtype(dtype: torch.dtype) -> None:
+    f = dist.Flow(normal(3, dtype), MAF(layers=2, hidden_dims=(8,)))
+    assert {p.dtype for p in f.parameters()} == {dtype}
+    y = f.sample((2,))
+    assert y.dtype == dtype and f.log_prob(y).dtype == dtype

@@ -9,6 +9,7 @@ from torch.distributions import constraints
 
 from flowtorch.bijectors.base import Bijector, Params, build
 from flowtorch.lazy import Plan
+from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters.conv_coupling import ConvCoupling
 
 __all__ = ["ChannelAffineCoupling"]
@@ -22,13 +23,13 @@ class ChannelAffineCoupling(Bijector):
 
     .. math::
         y_a = x_a, \qquad y_b = x_b \odot e^{s} + t, \qquad
-        (t, \tilde s) = \mathrm{NN}(x_a, c), \quad s = \kappa \tanh(\tilde s / \kappa),
+        (t, \tilde s) = \mathrm{NN}(x_a, c), \quad s = \frac{\tilde s}{1 + |\tilde s| / \kappa},
 
     .. math:: \log|\det J| = \textstyle\sum_{c, h, w} s_{c h w}.
 
     The inverse, :math:`x_b = (y_b - t)\, e^{-s}`, is as cheap as the forward, since
     :math:`y_a = x_a`. The conditioner emits the unconstrained :math:`(t, \tilde s)`; the soft
-    clamp :math:`\kappa \tanh(\cdot/\kappa)` (``log_scale_clip`` :math:`\kappa`) keeps the scale
+    clamp :func:`flowtorch.ops.soft_clamp` (``log_scale_clip`` :math:`\kappa`) keeps the scale
     within :math:`e^{\pm\kappa}` while being the identity near zero. Stack it with channel
     mixing (``Invertible1x1Conv``, or ``Reverse(dim=-3)``) so that every channel gets
     transformed.
@@ -102,9 +103,7 @@ class ChannelAffineCoupling(Bijector):
         return self.params_fn(input[..., : self.identity_channels, :, :], context)
 
     def _log_scale(self, params: Params) -> torch.Tensor:
-        k = self.log_scale_clip
-        s: torch.Tensor = k * torch.tanh(params[1] / k)
-        return s
+        return soft_clamp(params[1], -self.log_scale_clip, self.log_scale_clip)
 
     def _join(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         batch = b.shape[: b.dim() - 3]  # the parameters may carry a wider (context) batch

@@ -11,6 +11,7 @@ from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.bijectors.spline import _IDENTITY_DERIVATIVE
 from flowtorch.lazy import Plan
 from flowtorch.ops import rational_quadratic_spline
+from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters.coupling import DenseCoupling, _as_slice, _take_last
 
 __all__ = ["AffineCoupling", "SplineCoupling", "coupling_mask"]
@@ -121,8 +122,11 @@ class _Coupling(Bijector):
         self.n_transformed = int((~flat).sum())
         self.flip = bool(flip)
         super().__init__(self._with_mask(params_fn, m), shape=shape, context_shape=context_shape)
-        self.register_buffer("mask", m, persistent=False)
-        self.register_buffer("_identity", flat, persistent=False)
+        # Each buffer its own tensor: ``m`` was handed to the conditioner, and ``flatten`` of a
+        # 1-D mask is ``m`` itself; a tensor registered twice is parameter sharing to
+        # ``torch.jit.trace``, which refuses it.
+        self.register_buffer("mask", m.clone(), persistent=False)
+        self.register_buffer("_identity", flat.clone(), persistent=False)
         self.register_buffer("_transformed_index", (~flat).nonzero().squeeze(-1), persistent=False)
         # for each event element, its index among the transformed ones (0 for identity elements)
         self.register_buffer("_position", ((~flat).cumsum(0) - 1).clamp(min=0), persistent=False)
@@ -195,10 +199,11 @@ class AffineCoupling(_Coupling):
 
     .. math::
         y_a = x_a, \qquad y_b = x_b \odot e^{s} + t, \qquad
-        s = B \tanh(\tilde s / B), \qquad \log|\det J| = \textstyle\sum_i s_i,
+        s = \frac{\tilde s}{1 + |\tilde s| / B}, \qquad \log|\det J| = \textstyle\sum_i s_i,
 
     where :math:`(t, \tilde s) = \theta(x_a, c)` come from the conditioner and the soft clamp to
-    :math:`(-B, B)` (``log_scale_bound``) keeps training stable without cutting gradients. The
+    :math:`(-B, B)` (``log_scale_bound``, :func:`flowtorch.ops.soft_clamp`) keeps training stable
+    without cutting gradients. The
     inverse, :math:`x_b = (y_b - t)\,e^{-s}`, is one parallel pass. ``additive=True`` drops
     :math:`s` (:math:`y_b = x_b + t`): volume preserving, :math:`\log|\det J| = 0` exactly.
 
@@ -255,8 +260,7 @@ class AffineCoupling(_Coupling):
         if self.additive:
             out = value - shift if inverse else value + shift
             return out, value.new_zeros(())
-        bound = self.log_scale_bound
-        log_scale = torch.tanh(params[1] / bound) * bound
+        log_scale = soft_clamp(params[1], -self.log_scale_bound, self.log_scale_bound)
         out = (value - shift) * torch.exp(-log_scale) if inverse else value * log_scale.exp() + shift
         return out, log_scale.sum(-1)
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
 
+from flowtorch._args import as_size
 from flowtorch._compat import is_compiling
 from flowtorch._shapes import broadcast_shapes, broadcastable
 from flowtorch.bijectors.base import Bijector, build, unintercepted
@@ -83,11 +84,27 @@ class Flow(nn.Module, Distribution):
         if isinstance(base_dist, nn.Module):  # e.g. a flow on a flow: its parameters are ours
             self._modules["base_dist"] = base_dist
         event_shape = base_dist.event_shape
-        built = build(bijector, shape=event_shape, context_shape=context_shape)
+        if context_shape is not None:
+            context_shape = as_size(context_shape, "Flow: context_shape")
+        try:
+            built = build(bijector, shape=event_shape, context_shape=context_shape)
+        except ValueError as error:
+            if event_shape or not base_dist.batch_shape:
+                raise
+            raise ValueError(
+                f"{error}. The base distribution has event shape () and batch shape "
+                f"{tuple(base_dist.batch_shape)}: its dims are independent batch dims, not one event. "
+                "For a flow over a vector, make them the event with torch.distributions.Independent("
+                f"base_dist, {len(base_dist.batch_shape)})"
+            ) from error
         if not isinstance(built, Bijector):
             raise TypeError(
                 f"Flow: bijector must be a flowtorch bijector or plan, got {type(built).__name__}"
             )
+        dtype = _floating_dtype(base_dist)
+        if dtype is not None and any(p.dtype != dtype for p in built.parameters()):
+            # Parameters are created in torch's default dtype; a flow takes its base's.
+            built = built.to(dtype)
         if built.shape != event_shape:
             raise ValueError(
                 f"Flow: the bijector acts on shape {tuple(built.shape)}, but the base distribution's "
@@ -186,7 +203,7 @@ class Flow(nn.Module, Distribution):
         return context
 
     def _base_sample_shape(self, sample_shape: _Size, context: torch.Tensor | None) -> torch.Size:
-        shape = torch.Size(sample_shape)
+        shape = as_size(sample_shape, "Flow: sample_shape", allow_int=False)
         if context is not None:
             cs = self.context_shape
             assert cs is not None
@@ -383,6 +400,30 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor], memo: dic
             out.update(mapped)
     memo[key] = out
     return out
+
+
+def _floating_dtype(obj: Any, seen: set[int] | None = None) -> torch.dtype | None:
+    """The dtype of the first floating-point tensor a distribution holds (nested distributions
+    and transforms too), or ``None``; a module's parameters count for a module."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return None
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.dtype if obj.is_floating_point() else None
+    if isinstance(obj, nn.Module):
+        return next((p.dtype for p in obj.parameters() if p.is_floating_point()), None)
+    if isinstance(obj, (Distribution, Transform)):
+        values: Any = vars(obj).values()
+    elif isinstance(obj, (list, tuple)):
+        values = obj
+    else:
+        return None
+    for value in values:
+        found = _floating_dtype(value, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _shape_fits(shape: torch.Size, batch_shape: torch.Size, event_shape: torch.Size) -> bool:

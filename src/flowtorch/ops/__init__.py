@@ -1,5 +1,7 @@
-"""Pure tensor operations used by flowtorch's bijectors: splines, quadrature, root finding, ODEs."""
+"""Pure tensor operations used by flowtorch's bijectors: splines, quadrature, root finding, ODEs,
+the soft clamp of affine log-scales."""
 
+from flowtorch.ops.clamp import soft_clamp
 from flowtorch.ops.numerical import (
     attach_root_gradient,
     bisect_monotone,
@@ -35,4 +37,5 @@ __all__ = [
     "quadrature_rule",
     "rational_quadratic_spline",
     "rk4",
+    "soft_clamp",
 ]

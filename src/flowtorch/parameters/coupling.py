@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from flowtorch._args import positive_ints
 from flowtorch.parameters.base import Parameters
 
 __all__ = ["DenseCoupling"]
@@ -88,12 +89,7 @@ class DenseCoupling(Parameters):
                     f"DenseCoupling: parameter shape {tuple(s)} must start with the number of "
                     f"transformed elements ({n_b})"
                 )
-        hidden = tuple(int(h) for h in hidden_dims)
-        if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(
-                f"DenseCoupling: hidden_dims must be one or more positive sizes, got {tuple(hidden_dims)}"
-            )
-        self.hidden_dims = hidden
+        hidden = self.hidden_dims = positive_ints(hidden_dims, "DenseCoupling: hidden_dims")
         self.register_buffer("identity_index", flat.nonzero().squeeze(-1), persistent=False)
         # Regular masks ("alternate", "half") select a strided slice: a view, not a gather.
         self._identity_slice = _as_slice(self.identity_index.tolist())

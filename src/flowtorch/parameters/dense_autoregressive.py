@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from flowtorch._args import positive_ints
 from flowtorch.nn.made import MaskedLinear, fixed_masked_weights, made_degrees, made_masks
 from flowtorch.parameters.base import Parameters
 
@@ -65,12 +66,12 @@ class DenseAutoregressive(Parameters):
                     f"DenseAutoregressive: parameter shape {tuple(s)} must start with the input "
                     f"shape {tuple(self.input_shape)}"
                 )
-        hidden = tuple(hidden_dims) if hidden_dims is not None else (max(256, d),) * 2
-        if not hidden:
-            raise ValueError("DenseAutoregressive needs at least one hidden layer")
+        hidden = (
+            positive_ints(hidden_dims, "DenseAutoregressive: hidden_dims")
+            if hidden_dims is not None
+            else (max(256, d),) * 2
+        )
         for h in hidden:
-            if h < 1:
-                raise ValueError(f"DenseAutoregressive: hidden layer sizes must be positive, got {hidden}")
             if h < d - 1:
                 raise ValueError(
                     f"DenseAutoregressive: hidden layer of size {h} is too small for an input of "
