@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
@@ -78,3 +80,20 @@ def test_an_affine_log_scale_past_its_bound_still_gets_a_gradient_and_comes_back
         (-flow.log_prob(data).mean()).backward()
         opt.step()
     assert abs(flow.sample((20_000,)).std().item() - 0.1) < 0.01  # back to the data's scale
+
+
+def test_a_bijector_written_to_the_08_protocol_gets_an_error_that_says_how_to_port_it() -> None:
+    """0.8's ``_forward`` returned ``(y, log|det J|)``; here it returns ``y`` only."""
+
+    class Cube(bij.Bijector):
+        def _forward(self, x, params):  # type: ignore[no-untyped-def]
+            y = x**3 + x
+            return y, torch.log(3 * x**2 + 1)  # the 0.8 protocol
+
+    base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
+    flow = dist.Flow(base, Cube())
+    for call in (lambda: flow.rsample((3,)), lambda: flow.rsample_and_log_prob((3,))):
+        with pytest.raises(TypeError, match=r"Cube._forward returned a tuple of 2.*_log_abs_det_jacobian"):
+            call()
+    with flowtorch.BijectiveMode(), pytest.raises(TypeError, match="Custom bijectors"):
+        flow.rsample((3,))

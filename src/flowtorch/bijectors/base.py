@@ -196,11 +196,11 @@ class Bijector(LazyModule):
         raise NotImplementedError
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self._forward(x, params)
+        y = _tensor_from(self, "_forward", self._forward(x, params))
         return y, self._log_abs_det_jacobian(x, y, params)
 
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self._inverse(y, params)
+        x = _tensor_from(self, "_inverse", self._inverse(y, params))
         return x, self._log_abs_det_jacobian(x, y, params)
 
     def _params(self, input: torch.Tensor | None, context: torch.Tensor | None) -> Params:
@@ -476,6 +476,8 @@ class Bijector(LazyModule):
                 out, ladj, _ = self._forward_with_params(value, context, need_ladj)
             else:
                 out, ladj, _ = self._inverse_with_params(value, context, need_ladj)
+            if not isinstance(out, torch.Tensor):
+                _tensor_from(self, "_forward" if forward else "_inverse", out)
             return out, ladj
         # Inside a mode, the cache bookkeeping and the maths run with the mode off the
         # torch-function stack: none of their tensor ops and attribute reads is intercepted.
@@ -497,6 +499,8 @@ class Bijector(LazyModule):
             else:
                 out, ladj, params = self._inverse_with_params(value, context, compute)
                 stores = self._stores_inverse_ladj
+            if not isinstance(out, torch.Tensor):
+                _tensor_from(self, "_forward" if forward else "_inverse", out)
             _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
         return out, ladj
 
@@ -505,6 +509,21 @@ class Bijector(LazyModule):
         if self.context_shape is not None:
             s += f", context_shape={tuple(self.context_shape)}"
         return s
+
+
+def _tensor_from(bijector: Bijector, method: str, out: Any) -> torch.Tensor:
+    """``out`` if it is a tensor; else the error that says how to port a flowtorch 0.8 bijector."""
+    if isinstance(out, torch.Tensor):
+        return out
+    name = type(bijector).__name__
+    if isinstance(out, tuple):
+        raise TypeError(
+            f"{name}.{method} returned a tuple of {len(out)}: in flowtorch 0.8 it returned "
+            f"(value, log|det J|); here {method} returns the value only, and log|det J| comes from "
+            f"_log_abs_det_jacobian(x, y, params) (or, in one pass, from _{method[1:]}_and_ladj, which "
+            "returns both). See 'Custom bijectors' in docs/migration/flowtorch-08.md"
+        )
+    raise TypeError(f"{name}.{method} must return a torch.Tensor, got {type(out).__name__}")
 
 
 def warn_miss(scope: Any, bijector: Bijector) -> None:
