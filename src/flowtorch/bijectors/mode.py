@@ -179,7 +179,7 @@ class _Ref(weakref.ref):  # type: ignore[type-arg]
 class _Scope:
     """One activation of a mode on one thread, with its table of entries."""
 
-    __slots__ = ("__weakref__", "mode", "requires_ladj", "table", "warned")
+    __slots__ = ("mode", "requires_ladj", "table", "warned")
 
     def __init__(self, mode: BijectiveMode, requires_ladj: bool) -> None:
         self.mode = mode
