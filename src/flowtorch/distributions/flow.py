@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Union
 
@@ -232,8 +233,51 @@ class Flow(nn.Module, Distribution):
 
         Makes the flow a callable that samples, as Pyro expects of a distribution in
         ``pyro.sample`` (and as ``nn.Module`` wrappers such as ``torch.compile`` call it).
+
+        Pyro broadcasts only its own distribution classes over ``pyro.plate``: sampled inside a
+        plate that the sample's batch dims do not fill (e.g. the particle plate of
+        ``Trace_ELBO(vectorize_particles=True)``), a bare flow raises an error that says to wrap
+        it with :func:`flowtorch.interop.to_pyro`. A tensor as the first argument (zuko's
+        ``flow(context)``, which returns a distribution) is refused with a pointer to
+        :meth:`condition`.
         """
-        return self.rsample(sample_shape, context)
+        if isinstance(sample_shape, torch.Tensor) and sample_shape.is_floating_point():
+            raise TypeError(
+                "Flow: calling a flow samples, flow(sample_shape, context=None) (as Pyro calls a "
+                "distribution), and a tensor is not a sample_shape. For the distribution given a "
+                "context (zuko's flow(c)), use flow.condition(c), e.g. flow.condition(c).log_prob(x) "
+                "or flow.condition(c).rsample((n,))"
+            )
+        y = self.rsample(sample_shape, context)
+        if "pyro" in sys.modules and not is_compiling():
+            self._check_pyro_plates(y)
+        return y
+
+    def _check_pyro_plates(self, y: torch.Tensor) -> None:
+        """Raises if ``y`` is sampled inside ``pyro.plate`` contexts that its batch dims do not
+        fill, where Pyro's shape check would later fail with a message that does not say why."""
+        runtime = sys.modules.get("pyro.poutine.runtime")
+        get_plates = getattr(runtime, "get_plates", None)
+        if get_plates is None:
+            return
+        batch = y.shape[: y.dim() - len(self.event_shape)]
+        for frame in get_plates():
+            dim, size = frame.dim, frame.size
+            if dim is None or not isinstance(size, int) or size < 0:
+                continue  # a sequential plate, or one of unknown size
+            have = batch[dim] if len(batch) >= -dim else 1
+            if have != size:
+                need = [1] * max(len(batch), -dim)
+                for f in get_plates():
+                    if f.dim is not None and isinstance(f.size, int) and f.size >= 0 and len(need) >= -f.dim:
+                        need[f.dim] = f.size
+                raise ValueError(
+                    f"Flow: sampled inside pyro.plate({frame.name!r}, {size}) at dim {dim}, but a bare "
+                    f"Flow is not a Pyro distribution and Pyro does not broadcast it: the sample has "
+                    f"batch shape {tuple(batch)}, the plates need {tuple(need)}. Wrap the flow: "
+                    "pyro.sample(name, flowtorch.interop.to_pyro(flow)) (to_pyro(flow, context) for a "
+                    "conditional flow), which Pyro expands to the plates' shape"
+                )
 
     def sample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Samples without gradients."""
