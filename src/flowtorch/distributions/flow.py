@@ -294,6 +294,43 @@ class Flow(nn.Module, Distribution):
             y, ladj = self.bijector.forward_and_ladj(z, context)
             return y, self.base_dist.log_prob(z) - ladj
 
+    def sample_and_log_prob(
+        self, num_samples: int, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """nflows' name and signature for :meth:`rsample_and_log_prob`: ``num_samples`` samples
+        (reparametrised) and their log-density, of shapes ``(num_samples, *event)`` and
+        ``(num_samples,)``.
+
+        nflows puts a batch of contexts first, ``(contexts, num_samples, ...)``; flowtorch puts
+        sample dims first, as ``torch.distributions`` does. So that no code ported from nflows
+        gets the other order unnoticed, a context with batch dims is refused here with both
+        spellings: ``rsample_and_log_prob((num_samples,), context)`` for flowtorch's order, then
+        ``.movedim(0, k)`` (``k`` context batch dims) for nflows'. A context without batch dims
+        (shape ``context_shape``) is fine.
+
+        Example:
+            >>> import torch
+            >>> import flowtorch.bijectors as bij
+            >>> import flowtorch.distributions as dist
+            >>> normal = torch.distributions.Normal(torch.zeros(2), torch.ones(2))
+            >>> flow = dist.Flow(torch.distributions.Independent(normal, 1), bij.Affine())
+            >>> y, log_p = flow.sample_and_log_prob(5)
+            >>> y.shape, log_p.shape
+            (torch.Size([5, 2]), torch.Size([5]))
+        """
+        shape = as_size(num_samples, "Flow.sample_and_log_prob: num_samples")
+        context = self._context_for(context)
+        cs = self.context_shape
+        if context is not None and cs is not None and context.dim() > len(cs):
+            k = context.dim() - len(cs)
+            raise ValueError(
+                f"Flow.sample_and_log_prob: the context has batch dims {tuple(context.shape[:k])}. "
+                "nflows returns samples of shape (contexts, num_samples, ...), flowtorch (num_samples, "
+                "contexts, ...); say which: flow.rsample_and_log_prob((num_samples,), context) gives "
+                f"flowtorch's order, and .movedim(0, {k}) of both results gives nflows'"
+            )
+        return self.rsample_and_log_prob(shape, context)
+
     def log_prob(self, value: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """log p(value); inside ``BijectiveMode`` the flow's own samples are scored from the cache."""
         context = self._context_for(context)
