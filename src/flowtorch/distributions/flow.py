@@ -332,7 +332,13 @@ class Flow(nn.Module, Distribution):
         return self.rsample_and_log_prob(shape, context)
 
     def log_prob(self, value: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(value); inside ``BijectiveMode`` the flow's own samples are scored from the cache."""
+        """log p(value); inside ``BijectiveMode`` the flow's own samples are scored from the cache.
+
+        NaN or inf in ``value`` or ``context`` is a ``ValueError`` that counts them and gives the
+        first index, whenever the flow validates (``validate_args``, torch's default) or its base
+        distribution does (it would reject what the bijector made of them); with validation off
+        for both, those rows score NaN, as in ``torch.distributions``.
+        """
         context = self._context_for(context)
         with unintercepted():  # the bijector calls record their own entries
             if self._validate_args:
@@ -344,30 +350,43 @@ class Flow(nn.Module, Distribution):
                     outside.reshape(outside.shape + (1,) * len(self.event_shape)), inside_point, value
                 )
             z, ladj = self.bijector.inverse_and_ladj(value, context)
-            log_p = self.base_dist.log_prob(z) - ladj
+            try:
+                log_p = self.base_dist.log_prob(z) - ladj
+            except ValueError:
+                # The base validates what the bijector made of the data: name the data instead.
+                for name, tensor in (("value", value), ("context", context)):
+                    if tensor is not None and not bool(torch.isfinite(tensor).all()):
+                        raise _non_finite(name, tensor) from None
+                raise
             if outside is not None:
                 log_p = log_p.masked_fill(outside, -torch.inf)
             return log_p
 
     def _validate_value(self, value: torch.Tensor) -> None:
-        """``validate_args=True``: ``value`` must lie in the support and be finite.
+        """``validate_args=True``: ``value`` must be finite and lie in the support.
 
-        A support that is all of :math:`\\mathbb{R}^n` is checked by one sum, finite only if every
-        entry is: a tenth of the time of ``torch.isfinite(value).all()`` or of torch's support
-        check (``value == value``, which lets inf through). Torch's own check, with its error
-        message, runs when the sum is not finite (or overflowed), when the shape does not fit
-        (torch's shape rule, in Python below), for a bounded support, and under ``torch.compile``.
+        Finiteness is checked by one sum, finite only if every entry is: a tenth of the time of
+        ``torch.isfinite(value).all()`` or of torch's support check (``value == value``, which
+        lets inf through). NaN and inf get one short error about the data (see
+        :func:`_non_finite`); torch's own check, with its error message, runs when the shape does
+        not fit (torch's shape rule, in Python below), for a bounded support, and under
+        ``torch.compile`` (where it also covers NaN, and inf is refused as below).
         """
+        compiling = is_compiling()  # (under Dynamo: torch's own check, which it knows)
+        fits = isinstance(value, torch.Tensor) and _shape_fits(
+            value.shape, self.batch_shape, self.event_shape
+        )
         if (
-            self._bounded_support
-            or is_compiling()  # (under Dynamo: torch's own check, which it knows)
-            or not isinstance(value, torch.Tensor)
-            or not _shape_fits(value.shape, self.batch_shape, self.event_shape)
-            or not bool(torch.isfinite(value.sum()))  # (a NaN or inf makes the sum one too)
+            fits
+            and not compiling
+            and not bool(torch.isfinite(value.sum()))  # (a NaN or inf makes the sum one too)
+            and not bool(torch.isfinite(value).all())  # (not merely an overflowing sum)
         ):
+            raise _non_finite("value", value)
+        if self._bounded_support or compiling or not fits:
             self._validate_sample(value)
-            if not bool(torch.isfinite(value).all()):  # the support check lets inf through
-                raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
+        if compiling and not bool(torch.isfinite(value).all()):  # the support check lets inf through
+            raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
 
     def _outside_support(self, value: torch.Tensor) -> torch.Tensor | None:
         r"""Without argument validation: which batch elements of ``value`` lie outside the support,
@@ -381,7 +400,11 @@ class Flow(nn.Module, Distribution):
             return None
         if bool(inside.all()):
             return None
-        outside: torch.Tensor = ~inside
+        # NaN and inf are not "outside": they go on, to the error about non-finite data
+        finite = torch.isfinite(value)
+        if self.event_shape:
+            finite = finite.flatten(-len(self.event_shape)).all(-1)
+        outside: torch.Tensor = ~inside & finite
         return outside
 
     def score_parts(self, value: torch.Tensor, context: torch.Tensor | None = None) -> Any:
@@ -505,6 +528,21 @@ def _floating_dtype(obj: Any, seen: set[int] | None = None) -> torch.dtype | Non
         if found is not None:
             return found
     return None
+
+
+def _non_finite(name: str, tensor: torch.Tensor) -> ValueError:
+    """The error for NaN or inf in the user's ``tensor`` (the argument ``name`` of ``log_prob``):
+    how many entries, of which kind, and the index of the first."""
+    bad = ~torch.isfinite(tensor)
+    count, nans = int(bad.sum()), int(torch.isnan(tensor).sum())
+    first = tuple(int(i) for i in bad.nonzero()[0]) if count else ()
+    kinds = ", ".join(f"{n} {k}" for n, k in ((nans, "NaN"), (count - nans, "inf")) if n)
+    entries = "entry" if count == 1 else "entries"
+    return ValueError(
+        f"Flow.log_prob: {name} has {count} non-finite {entries} ({kinds}) out of {tensor.numel()}, "
+        f"the first at index {first}. The data must be finite: ~torch.isfinite({name}) finds them; "
+        "fix or drop those rows before scoring"
+    )
 
 
 def _shape_fits(shape: torch.Size, batch_shape: torch.Size, event_shape: torch.Size) -> bool:
