@@ -579,6 +579,9 @@ def refuse_second_order(x: Tensor, anchor: Tensor, what: str) -> None:
     makes that term part of the graph even when the arriving gradient is a constant. First
     derivatives, with or without ``create_graph``, are unchanged.
 
+    Reference: "Double Backward with Custom Functions" (PyTorch tutorials): a backward pass
+    that is itself differentiated.
+
     Args:
         x: the op's output (requires grad).
         anchor: a tensor that requires grad, on which the op's parameter gradients depend.
