@@ -29,8 +29,8 @@ def normal(validate: bool | None = None) -> torch.distributions.Distribution:
 def test_one_short_error_for_nan_and_inf(validate: bool | None, bad: float, kind: str) -> None:
     """The user's report: a NaN in the data with validate_args=False raised from the base Normal,
     showing transformed values; with validation on, torch's message printed the whole flow."""
-    torch.manual_seed(0)
-    f = dist.Flow(normal(), MAF(layers=2, hidden_dims=(16,)), validate_args=validate)
+    torch.manual_seed(0)  # (the base validates, as by torch's default: an earlier test may change it)
+    f = dist.Flow(normal(validate=True), MAF(layers=2, hidden_dims=(16,)), validate_args=validate)
     x = torch.randn(4, 3)
     x[1, 1] = bad
     with pytest.raises(ValueError) as info:
@@ -56,7 +56,7 @@ def test_the_count_and_the_first_index() -> None:
 def test_a_bounded_support_does_not_hide_nan_as_outside() -> None:
     """Without validation, a point outside a bounded support scores -inf; NaN is not such a
     point: it gets the same error as on an unbounded support."""
-    f = dist.Flow(normal(), bij.Compose([bij.Affine(), bij.Exp()]), validate_args=False)
+    f = dist.Flow(normal(validate=True), bij.Compose([bij.Affine(), bij.Exp()]), validate_args=False)
     x = torch.ones(2, 3)
     x[0, 0] = -1.0  # outside the support: -inf, no error
     assert f.log_prob(x)[0] == -math.inf
