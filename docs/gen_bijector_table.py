@@ -12,8 +12,8 @@ Usage (from the repository root)::
     python docs/gen_bijector_table.py            # rewrite both pages
     python docs/gen_bijector_table.py --check    # exit 1 if either page is out of date
 
-``nox -s docs`` runs it before ``mkdocs build --strict``; ``tests/test_docs.py`` checks that every
-exported bijector appears in docs/bijectors.md.
+``nox -s docs`` runs it before ``mkdocs build --strict``; ``tests/test_docs.py`` runs the check,
+so a page left stale by a change to a bijector fails the test suite.
 """
 
 from __future__ import annotations
@@ -438,11 +438,14 @@ def render_api(modules: list[ModuleType]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Writes the pages, or with ``--check`` only compares them: exit status 1 and a message
+    naming each stale page (nothing is written), so that CI and ``nox -s docs`` can fail on a
+    page that was not regenerated instead of rewriting a tracked file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if a page is out of date")
+    parser.add_argument("--check", action="store_true", help="fail if a page is out of date (writes nothing)")
     parser.add_argument("--allow-import-errors", action="store_true", help="skip modules that fail to import")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     pages = {
         DOCS / "bijectors.md": render_table(bijector_classes(args.allow_import_errors)),
         DOCS / "api" / "bijectors.md": render_api(bijector_modules(args.allow_import_errors)),
@@ -451,15 +454,28 @@ def main() -> int:
     for path, text in pages.items():
         if path.exists() and path.read_text() == text:
             continue
+        name = _shown(path)
         if args.check:
-            stale.append(path)
+            stale.append(name)
         else:
             path.write_text(text)
-            print(f"wrote {path.relative_to(DOCS.parent)}")
+            print(f"wrote {name}")
     if stale:
-        print("out of date: " + ", ".join(str(p) for p in stale) + "; run python docs/gen_bijector_table.py")
+        print(
+            f"{', '.join(stale)} {'is' if len(stale) == 1 else 'are'} out of date with the code: "
+            "run python docs/gen_bijector_table.py and commit the result",
+            file=sys.stderr,
+        )
         return 1
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root (as it is when the docs are in a checkout)."""
+    try:
+        return str(path.relative_to(DOCS.parent))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

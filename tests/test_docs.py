@@ -70,6 +70,34 @@ def test_bijector_table_generator_knows_every_bijector() -> None:
     )
 
 
+def test_generated_bijector_pages_are_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python docs/gen_bijector_table.py --check``, as CI would run it: the checked-in pages
+    are what the generator makes of the code."""
+    gen = _load(DOCS / "gen_bijector_table.py")
+    status = gen.main(["--check"])
+    assert status == 0, capsys.readouterr().err
+
+
+def test_generator_check_names_a_stale_page_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gen = _load(DOCS / "gen_bijector_table.py")
+    (tmp_path / "api").mkdir()
+    stale = tmp_path / "bijectors.md"
+    stale.write_text("# an old table\n")
+    (tmp_path / "api" / "bijectors.md").write_text((DOCS / "api" / "bijectors.md").read_text())
+    monkeypatch.setattr(gen, "DOCS", tmp_path)
+    assert gen.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    shown = stale.relative_to(tmp_path.parent)  # as docs/bijectors.md is shown from the root
+    assert f"{shown} is out of date with the code: run python docs/gen_bijector_table.py" in err
+    assert "api" not in err  # the page that is up to date is not named
+    assert stale.read_text() == "# an old table\n"  # --check writes nothing
+    assert gen.main([]) == 0  # without it the pages are rewritten ...
+    assert gen.main(["--check"]) == 0  # ... and then pass the check
+    assert stale.read_text() == (DOCS / "bijectors.md").read_text()
+
+
 # ----------------------------------------------------------------------------- navigation
 def _nav_pages() -> list[str]:
     text = (ROOT / "mkdocs.yml").read_text()

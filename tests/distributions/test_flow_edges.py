@@ -232,7 +232,8 @@ def test_validation_accepts_finite_values_whose_sum_overflows() -> None:
     assert not torch.isfinite(big.sum())
     lp = flow.log_prob(big)  # no error: every entry is finite
     torch.testing.assert_close(lp, base.log_prob(big / 2.0) - 3 * math.log(2.0))
-    for bad, match in ((torch.inf, "non-finite entries"), (torch.nan, "within the support")):
+    for bad, kind in ((torch.inf, "inf"), (torch.nan, "NaN")):
+        match = rf"1 non-finite entry \(1 {kind}\)"
         value = big.clone()
         value[1, 2] = bad
         with pytest.raises(ValueError, match=match):

@@ -189,3 +189,48 @@ def test_flow_is_a_callable_distribution_with_pyro_shapes() -> None:
     torch.testing.assert_close(masked.log_prob(torch.zeros(3, 2))[1], torch.tensor(0.0))
     e = wrapped.expand_by((4,)).to_event(1)
     assert e.event_shape == (4, 2) and e.rsample().shape == (4, 2)
+
+
+def test_bare_flow_under_vectorized_particles_says_to_wrap_it_with_to_pyro() -> None:
+    """Pyro broadcasts only its own classes over plates: a bare flow under the particle plate of
+    ``vectorize_particles=True`` is refused with an error naming ``to_pyro``, which works."""
+    pyro.clear_param_store()
+    x = data(3)
+    flow = guide_flow()
+    with pytest.raises(ValueError, match=r"to_pyro") as info:
+        fit(flow, flow, x, steps=1, num_particles=8, vectorize_particles=True)
+    text = "".join(str(e) for e in (info.value, info.value.__cause__) if e is not None)
+    assert "pyro.plate('num_particles_vectorized', 8) at dim -2" in text
+    assert "the plates need (8, 1)" in text
+    losses = fit(to_pyro(flow), flow, x, steps=2, num_particles=8, vectorize_particles=True)
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_bare_flow_inside_a_plate_it_fills_samples_as_before() -> None:
+    """A plate that the sample's batch dims fill (here by a batch of contexts, or by an explicit
+    sample shape) is no error."""
+    torch.manual_seed(0)
+    likelihood = dist.Flow(normal(2), bij.Affine(params.DenseAutoregressive()), context_shape=(2,))
+    flow = guide_flow()
+
+    def sampled() -> tuple[torch.Tensor, torch.Tensor]:
+        with pyro.plate("data", 7):
+            a = pyro.sample("a", likelihood, context=torch.randn(7, 2))
+            b = pyro.sample("b", flow, sample_shape=(7,))
+        return a, b
+
+    trace = poutine.trace(sampled).get_trace()
+    assert trace.nodes["a"]["value"].shape == (7, 2) and trace.nodes["b"]["value"].shape == (7, 2)
+    with pyro.plate("p", 3), pytest.raises(ValueError, match=r"to_pyro\(flow\)"):
+        flow()
+
+
+def test_calling_a_flow_with_a_context_tensor_names_condition() -> None:
+    """zuko's ``flow(c)`` returns a distribution; calling a flowtorch flow samples (Pyro's
+    contract), so a context tensor in the sample_shape slot is refused with our equivalent."""
+    flow = dist.Flow(normal(2), bij.Affine(params.DenseAutoregressive()), context_shape=(1,))
+    c = torch.randn(5, 1)
+    with pytest.raises(TypeError, match=r"use flow\.condition\(c\), e\.g\. flow\.condition\(c\)\.log_prob"):
+        flow(c)
+    assert flow.condition(c).log_prob(torch.randn(5, 2)).shape == (5,)
+    assert flow.condition(c).rsample((3,)).shape == (3, 5, 2)

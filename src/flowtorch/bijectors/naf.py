@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowtorch._compat import is_compiling
 from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.bijectors.monotonic import SOLVERS, _Monotone, _positive_int
 from flowtorch.lazy import Plan
-from flowtorch.ops.numerical import bisect_monotone, newton_monotone
+from flowtorch.ops.numerical import bisect_monotone, newton_monotone, refuse_second_order
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
 __all__ = ["BlockNeuralAutoregressive", "NeuralAutoregressive"]
@@ -310,7 +311,10 @@ class BlockNeuralAutoregressive(Bijector):
                 root[..., i : i + 1]
                 - (value[..., i : i + 1] - target[..., i : i + 1]) / log_slope[..., i : i + 1].detach().exp()
             )
-        return self._unflat(torch.cat(columns, dim=-1))
+        out = torch.cat(columns, dim=-1)
+        if out.requires_grad and value.requires_grad and not is_compiling():
+            refuse_second_order(out, value, f"{type(self).__name__}'s numerical forward")
+        return self._unflat(out)
 
     def _solve_dim(self, root: torch.Tensor, i: int, target: torch.Tensor, params: Params) -> torch.Tensor:
         """Solves ``T_i(root_{<i}, v) = target`` for ``v`` (no gradient)."""

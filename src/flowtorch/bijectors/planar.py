@@ -103,7 +103,7 @@ class Planar(Bijector):
     invertible. The inverse solves the scalar equation :math:`a + (w^\top \hat u)\tanh a =
     w^\top y + b` for :math:`a = w^\top x + b` (see :func:`solve_shifted_tanh`), then
     :math:`x = y - \hat u \tanh a`; its gradients follow from the implicit function theorem
-    (one differentiable Newton step from the converged root).
+    (two differentiable Newton steps from the converged root: first and second derivatives).
 
     The conditioner emits :math:`(u, w, b)` with shapes ``(D,), (D,), (1,)``. The default
     ``flowtorch.parameters.Tensor()`` gives free parameters, or, with a context, parameters
@@ -178,9 +178,13 @@ class Planar(Bijector):
         s = (y * w).sum(-1, keepdim=True) + b
         one = torch.ones((), dtype=s.dtype, device=s.device)
         a = solve_shifted_tanh(s.detach(), p.detach(), one, torch.zeros_like(one))
-        # one Newton step from the root: the same value, with the implicit-function gradients
-        th = torch.tanh(a)
-        a = a - (a + p * th - s) / (1.0 + p * (1.0 - th * th))
+        # Two differentiable Newton steps from the root: the same value, with the implicit
+        # function's derivatives. The first step has its first derivatives; the second, taken
+        # from a point whose value and first derivatives are right, also its second ones (the
+        # Newton map's derivative vanishes at the root), as gradient penalties need.
+        for _ in range(2):
+            th = torch.tanh(a)
+            a = a - (a + p * th - s) / (1.0 + p * (1.0 - th * th))
         return y - u_hat * torch.tanh(a), a, p
 
     def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:

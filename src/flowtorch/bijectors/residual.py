@@ -24,7 +24,6 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 
 from flowtorch._shapes import broadcast_shapes
@@ -231,8 +230,15 @@ class _ImplicitInverse(torch.autograd.Function):
         return x_star.clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_x: torch.Tensor) -> Any:
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that is to be differentiated
+            raise RuntimeError(
+                f"{type(ctx.flow).__name__}: second derivatives through the numerical inverse are not "
+                "available (its implicit gradient is first order), but a backward pass with "
+                "create_graph=True reached it. Inside flowtorch.BijectiveMode() a flow's own samples "
+                "are inverted from the cache, without it (y = flow.rsample(...), then "
+                "flow.log_prob(y)); or differentiate without create_graph"
+            )
         flow: ResidualFlow = ctx.flow
         x_star, *params = ctx.saved_tensors
         needs = ctx.needs_input_grad

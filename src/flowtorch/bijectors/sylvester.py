@@ -41,9 +41,9 @@ class Sylvester(Bijector):
     :math:`z = Q^\top x` solves :math:`z + R\tanh(\tilde R z + b) = Q^\top y`, a triangular
     system: its last row involves :math:`z_M` alone, and each row above adds one unknown, so
     it is solved from the bottom up by :math:`M` scalar monotone equations
-    (:func:`~flowtorch.bijectors.planar.solve_shifted_tanh`), then refined by one
-    differentiable Newton step (a triangular solve), which gives the implicit-function
-    gradients. It is reliable to float precision, outside ``BijectiveMode`` too.
+    (:func:`~flowtorch.bijectors.planar.solve_shifted_tanh`), then refined by two
+    differentiable Newton steps (triangular solves), which give the implicit function's first
+    and second derivatives. It is reliable to float precision, outside ``BijectiveMode`` too.
 
     The conditioner emits the packed upper triangles of :math:`R` and :math:`\tilde R`
     (``M (M + 1) / 2`` numbers each, row by row, diagonal entries before the ``tanh``),
@@ -205,13 +205,16 @@ class Sylvester(Bijector):
             z_i = solve_shifted_tanh(rhs, r_ii, s_ii, c)
             z[..., i] = z_i
             th[..., i] = torch.tanh(s_ii * z_i + c)
-        # one Newton step on the whole system, differentiable: the implicit-function gradients
+        # Two differentiable Newton steps on the whole system: the first gives the implicit
+        # function's first derivatives, the second (from a point whose value and first
+        # derivatives are right, where the Newton map's derivative vanishes) its second ones.
         t = self._down(y, q)
-        a = self._matvec(s, z) + b
-        tanh_a = torch.tanh(a)
-        residual = z + self._matvec(r, tanh_a) - t
-        jac = torch.eye(m, dtype=z.dtype, device=z.device) + r * (1.0 - tanh_a * tanh_a).unsqueeze(-2) @ s
-        z = z - torch.linalg.solve_triangular(jac, residual.unsqueeze(-1), upper=True).squeeze(-1)
+        eye = torch.eye(m, dtype=z.dtype, device=z.device)
+        for _ in range(2):
+            tanh_a = torch.tanh(self._matvec(s, z) + b)
+            residual = z + self._matvec(r, tanh_a) - t
+            jac = eye + r * (1.0 - tanh_a * tanh_a).unsqueeze(-2) @ s
+            z = z - torch.linalg.solve_triangular(jac, residual.unsqueeze(-1), upper=True).squeeze(-1)
         a = self._matvec(s, z) + b
         x = y - self._up(self._matvec(r, torch.tanh(a)), q)
         return x, self._ladj(r, s, a)

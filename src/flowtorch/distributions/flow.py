@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Union
 
@@ -232,8 +233,51 @@ class Flow(nn.Module, Distribution):
 
         Makes the flow a callable that samples, as Pyro expects of a distribution in
         ``pyro.sample`` (and as ``nn.Module`` wrappers such as ``torch.compile`` call it).
+
+        Pyro broadcasts only its own distribution classes over ``pyro.plate``: sampled inside a
+        plate that the sample's batch dims do not fill (e.g. the particle plate of
+        ``Trace_ELBO(vectorize_particles=True)``), a bare flow raises an error that says to wrap
+        it with :func:`flowtorch.interop.to_pyro`. A tensor as the first argument (zuko's
+        ``flow(context)``, which returns a distribution) is refused with a pointer to
+        :meth:`condition`.
         """
-        return self.rsample(sample_shape, context)
+        if isinstance(sample_shape, torch.Tensor) and sample_shape.is_floating_point():
+            raise TypeError(
+                "Flow: calling a flow samples, flow(sample_shape, context=None) (as Pyro calls a "
+                "distribution), and a tensor is not a sample_shape. For the distribution given a "
+                "context (zuko's flow(c)), use flow.condition(c), e.g. flow.condition(c).log_prob(x) "
+                "or flow.condition(c).rsample((n,))"
+            )
+        y = self.rsample(sample_shape, context)
+        if "pyro" in sys.modules and not is_compiling():
+            self._check_pyro_plates(y)
+        return y
+
+    def _check_pyro_plates(self, y: torch.Tensor) -> None:
+        """Raises if ``y`` is sampled inside ``pyro.plate`` contexts that its batch dims do not
+        fill, where Pyro's shape check would later fail with a message that does not say why."""
+        runtime = sys.modules.get("pyro.poutine.runtime")
+        get_plates = getattr(runtime, "get_plates", None)
+        if get_plates is None:
+            return
+        batch = y.shape[: y.dim() - len(self.event_shape)]
+        for frame in get_plates():
+            dim, size = frame.dim, frame.size
+            if dim is None or not isinstance(size, int) or size < 0:
+                continue  # a sequential plate, or one of unknown size
+            have = batch[dim] if len(batch) >= -dim else 1
+            if have != size:
+                need = [1] * max(len(batch), -dim)
+                for f in get_plates():
+                    if f.dim is not None and isinstance(f.size, int) and f.size >= 0 and len(need) >= -f.dim:
+                        need[f.dim] = f.size
+                raise ValueError(
+                    f"Flow: sampled inside pyro.plate({frame.name!r}, {size}) at dim {dim}, but a bare "
+                    f"Flow is not a Pyro distribution and Pyro does not broadcast it: the sample has "
+                    f"batch shape {tuple(batch)}, the plates need {tuple(need)}. Wrap the flow: "
+                    "pyro.sample(name, flowtorch.interop.to_pyro(flow)) (to_pyro(flow, context) for a "
+                    "conditional flow), which Pyro expands to the plates' shape"
+                )
 
     def sample(self, sample_shape: _Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         """Samples without gradients."""
@@ -250,8 +294,51 @@ class Flow(nn.Module, Distribution):
             y, ladj = self.bijector.forward_and_ladj(z, context)
             return y, self.base_dist.log_prob(z) - ladj
 
+    def sample_and_log_prob(
+        self, num_samples: int, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """nflows' name and signature for :meth:`rsample_and_log_prob`: ``num_samples`` samples
+        (reparametrised) and their log-density, of shapes ``(num_samples, *event)`` and
+        ``(num_samples,)``.
+
+        nflows puts a batch of contexts first, ``(contexts, num_samples, ...)``; flowtorch puts
+        sample dims first, as ``torch.distributions`` does. So that no code ported from nflows
+        gets the other order unnoticed, a context with batch dims is refused here with both
+        spellings: ``rsample_and_log_prob((num_samples,), context)`` for flowtorch's order, then
+        ``.movedim(0, k)`` (``k`` context batch dims) for nflows'. A context without batch dims
+        (shape ``context_shape``) is fine.
+
+        Example:
+            >>> import torch
+            >>> import flowtorch.bijectors as bij
+            >>> import flowtorch.distributions as dist
+            >>> normal = torch.distributions.Normal(torch.zeros(2), torch.ones(2))
+            >>> flow = dist.Flow(torch.distributions.Independent(normal, 1), bij.Affine())
+            >>> y, log_p = flow.sample_and_log_prob(5)
+            >>> y.shape, log_p.shape
+            (torch.Size([5, 2]), torch.Size([5]))
+        """
+        shape = as_size(num_samples, "Flow.sample_and_log_prob: num_samples")
+        context = self._context_for(context)
+        cs = self.context_shape
+        if context is not None and cs is not None and context.dim() > len(cs):
+            k = context.dim() - len(cs)
+            raise ValueError(
+                f"Flow.sample_and_log_prob: the context has batch dims {tuple(context.shape[:k])}. "
+                "nflows returns samples of shape (contexts, num_samples, ...), flowtorch (num_samples, "
+                "contexts, ...); say which: flow.rsample_and_log_prob((num_samples,), context) gives "
+                f"flowtorch's order, and .movedim(0, {k}) of both results gives nflows'"
+            )
+        return self.rsample_and_log_prob(shape, context)
+
     def log_prob(self, value: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(value); inside ``BijectiveMode`` the flow's own samples are scored from the cache."""
+        """log p(value); inside ``BijectiveMode`` the flow's own samples are scored from the cache.
+
+        NaN or inf in ``value`` or ``context`` is a ``ValueError`` that counts them and gives the
+        first index, whenever the flow validates (``validate_args``, torch's default) or its base
+        distribution does (it would reject what the bijector made of them); with validation off
+        for both, those rows score NaN, as in ``torch.distributions``.
+        """
         context = self._context_for(context)
         with unintercepted():  # the bijector calls record their own entries
             if self._validate_args:
@@ -263,30 +350,43 @@ class Flow(nn.Module, Distribution):
                     outside.reshape(outside.shape + (1,) * len(self.event_shape)), inside_point, value
                 )
             z, ladj = self.bijector.inverse_and_ladj(value, context)
-            log_p = self.base_dist.log_prob(z) - ladj
+            try:
+                log_p = self.base_dist.log_prob(z) - ladj
+            except ValueError:
+                # The base validates what the bijector made of the data: name the data instead.
+                for name, tensor in (("value", value), ("context", context)):
+                    if tensor is not None and not bool(torch.isfinite(tensor).all()):
+                        raise _non_finite(name, tensor) from None
+                raise
             if outside is not None:
                 log_p = log_p.masked_fill(outside, -torch.inf)
             return log_p
 
     def _validate_value(self, value: torch.Tensor) -> None:
-        """``validate_args=True``: ``value`` must lie in the support and be finite.
+        """``validate_args=True``: ``value`` must be finite and lie in the support.
 
-        A support that is all of :math:`\\mathbb{R}^n` is checked by one sum, finite only if every
-        entry is: a tenth of the time of ``torch.isfinite(value).all()`` or of torch's support
-        check (``value == value``, which lets inf through). Torch's own check, with its error
-        message, runs when the sum is not finite (or overflowed), when the shape does not fit
-        (torch's shape rule, in Python below), for a bounded support, and under ``torch.compile``.
+        Finiteness is checked by one sum, finite only if every entry is: a tenth of the time of
+        ``torch.isfinite(value).all()`` or of torch's support check (``value == value``, which
+        lets inf through). NaN and inf get one short error about the data (see
+        :func:`_non_finite`); torch's own check, with its error message, runs when the shape does
+        not fit (torch's shape rule, in Python below), for a bounded support, and under
+        ``torch.compile`` (where it also covers NaN, and inf is refused as below).
         """
+        compiling = is_compiling()  # (under Dynamo: torch's own check, which it knows)
+        fits = isinstance(value, torch.Tensor) and _shape_fits(
+            value.shape, self.batch_shape, self.event_shape
+        )
         if (
-            self._bounded_support
-            or is_compiling()  # (under Dynamo: torch's own check, which it knows)
-            or not isinstance(value, torch.Tensor)
-            or not _shape_fits(value.shape, self.batch_shape, self.event_shape)
-            or not bool(torch.isfinite(value.sum()))  # (a NaN or inf makes the sum one too)
+            fits
+            and not compiling
+            and not bool(torch.isfinite(value.sum()))  # (a NaN or inf makes the sum one too)
+            and not bool(torch.isfinite(value).all())  # (not merely an overflowing sum)
         ):
+            raise _non_finite("value", value)
+        if self._bounded_support or compiling or not fits:
             self._validate_sample(value)
-            if not bool(torch.isfinite(value).all()):  # the support check lets inf through
-                raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
+        if compiling and not bool(torch.isfinite(value).all()):  # the support check lets inf through
+            raise ValueError("Flow.log_prob: value has non-finite entries (inf); validate_args=True")
 
     def _outside_support(self, value: torch.Tensor) -> torch.Tensor | None:
         r"""Without argument validation: which batch elements of ``value`` lie outside the support,
@@ -300,7 +400,11 @@ class Flow(nn.Module, Distribution):
             return None
         if bool(inside.all()):
             return None
-        outside: torch.Tensor = ~inside
+        # NaN and inf are not "outside": they go on, to the error about non-finite data
+        finite = torch.isfinite(value)
+        if self.event_shape:
+            finite = finite.flatten(-len(self.event_shape)).all(-1)
+        outside: torch.Tensor = ~inside & finite
         return outside
 
     def score_parts(self, value: torch.Tensor, context: torch.Tensor | None = None) -> Any:
@@ -424,6 +528,21 @@ def _floating_dtype(obj: Any, seen: set[int] | None = None) -> torch.dtype | Non
         if found is not None:
             return found
     return None
+
+
+def _non_finite(name: str, tensor: torch.Tensor) -> ValueError:
+    """The error for NaN or inf in the user's ``tensor`` (the argument ``name`` of ``log_prob``):
+    how many entries, of which kind, and the index of the first."""
+    bad = ~torch.isfinite(tensor)
+    count, nans = int(bad.sum()), int(torch.isnan(tensor).sum())
+    first = tuple(int(i) for i in bad.nonzero()[0]) if count else ()
+    kinds = ", ".join(f"{n} {k}" for n, k in ((nans, "NaN"), (count - nans, "inf")) if n)
+    entries = "entry" if count == 1 else "entries"
+    return ValueError(
+        f"Flow.log_prob: {name} has {count} non-finite {entries} ({kinds}) out of {tensor.numel()}, "
+        f"the first at index {first}. The data must be finite: ~torch.isfinite({name}) finds them; "
+        "fix or drop those rows before scoring"
+    )
 
 
 def _shape_fits(shape: torch.Size, batch_shape: torch.Size, event_shape: torch.Size) -> bool:

@@ -31,10 +31,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from flowtorch._compat import is_compiling
 from flowtorch._shapes import broadcast_shapes
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "newton_monotone",
     "quadrature",
     "quadrature_rule",
+    "refuse_second_order",
 ]
 
 #: Default tolerances of the root finders, in machine epsilons of the target's dtype.
@@ -520,6 +523,13 @@ def attach_root_gradient(root: Tensor, value: Tensor, derivative: Tensor, target
     derivatives of the exact root: :math:`\partial x / \partial y = 1 / f'` and
     :math:`\partial x / \partial \theta = -(\partial f / \partial \theta) / f'`.
 
+    Its second derivatives are not the root's (they lack the terms in :math:`f''` and
+    :math:`\partial f' / \partial \theta`), so differentiating a gradient that went through it
+    (``create_graph=True``, then a second backward pass: a gradient penalty, a Hessian) raises a
+    ``RuntimeError`` rather than give a wrong number. A gradient taken with ``create_graph=True``
+    and not differentiated again (``torch.autograd.functional.jacobian``, ``torch.func.jacrev``)
+    is unaffected. (Under ``torch.compile`` the check is left out.)
+
     Reference: Köhler, Krämer & Noé, "Smooth Normalizing Flows", 2021 (gradients through a
     numerically inverted flow by the inverse function theorem, with a black-box root finder).
 
@@ -536,4 +546,69 @@ def attach_root_gradient(root: Tensor, value: Tensor, derivative: Tensor, target
         >>> x.backward(); round(float(y.grad), 6)  # d log(y) / dy
         0.5
     """
-    return root - (value - target) / derivative.detach()
+    x = root - (value - target) / derivative.detach()
+    if x.requires_grad and value.requires_grad and not is_compiling():
+        refuse_second_order(x, value, "a root found numerically (attach_root_gradient)")
+    return x
+
+
+class _SecondOrderRefused(torch.autograd.Function):
+    """Zeros shaped as ``anchor`` whose backward raises ``message``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(anchor: Tensor, message: str) -> Tensor:  # type: ignore[override]
+        return torch.zeros_like(anchor)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.message = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Any:  # type: ignore[override]
+        raise RuntimeError(ctx.message)
+
+
+def refuse_second_order(x: Tensor, anchor: Tensor, what: str) -> None:
+    r"""Makes differentiating a gradient that flows through ``x`` an error naming ``what``.
+
+    For an op whose first derivatives are exact and whose second are not. During a backward
+    pass with ``create_graph=True``, the gradient arriving at ``x`` gets a term of zeros whose
+    own backward raises; ``anchor`` (a tensor of the op's graph that depends on its parameters)
+    makes that term part of the graph even when the arriving gradient is a constant. First
+    derivatives, with or without ``create_graph``, are unchanged.
+
+    Reference: "Double Backward with Custom Functions" (PyTorch tutorials): a backward pass
+    that is itself differentiated.
+
+    Args:
+        x: the op's output (requires grad).
+        anchor: a tensor that requires grad, on which the op's parameter gradients depend.
+        what: the op, for the message.
+
+    Example:
+        >>> theta = torch.tensor(2.0, requires_grad=True)
+        >>> x = theta * 3.0
+        >>> refuse_second_order(x, x, "an example")
+        >>> (g,) = torch.autograd.grad(x, theta, create_graph=True); g.item()
+        3.0
+        >>> torch.autograd.grad(g, theta)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        RuntimeError: second derivatives through an example are not available...
+    """
+    message = (
+        f"second derivatives through {what} are not available: its implicit gradient is exact to "
+        "first order only, and a gradient computed through it with create_graph=True was "
+        "differentiated again. Inside flowtorch.BijectiveMode() a flow's own samples are inverted "
+        "from the cache, without a root finder; Planar and Sylvester give second derivatives"
+    )
+
+    def hook(grad: Tensor) -> Tensor | None:
+        if not torch.is_grad_enabled():  # a plain backward pass
+            return None
+        guarded: Tensor = grad + _SecondOrderRefused.apply(anchor, message)
+        return guarded
+
+    x.register_hook(hook)

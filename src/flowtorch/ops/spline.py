@@ -506,6 +506,7 @@ def linear_rational_spline(
     Example:
         >>> import torch
         >>> from flowtorch.ops import linear_rational_spline
+        >>> _ = torch.manual_seed(0)
         >>> w, h, d, lam = torch.randn(8), torch.randn(8), torch.randn(7), torch.randn(8)
         >>> x = torch.randn(5)
         >>> y, logdet = linear_rational_spline(x, w, h, d, lam)
