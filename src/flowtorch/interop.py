@@ -258,29 +258,23 @@ class _PendingLadj:
     def __init__(self, t: BijectorTransform, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor) -> None:
         self.x, self.y = weakref.ref(x), weakref.ref(y)
         self.ladj = ladj
-        self.params = tuple(t.bijector.parameters())  # (compared by identity: a replaced one misses)
-        self.state = self._state(t, x, y, self.params)
+        self.state = self._state(t, x, y)
 
     @staticmethod
-    def _state(
-        t: BijectorTransform, x: torch.Tensor, y: torch.Tensor, params: tuple[torch.Tensor, ...]
-    ) -> tuple[Any, ...]:
+    def _state(t: BijectorTransform, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, ...]:
         context = t.context
         return (
             torch.is_grad_enabled(),
             x._version,
             y._version,
             None if context is None else (context._version, context.requires_grad),
-            tuple((p._version, p.requires_grad) for p in params),
+            tuple((id(p), p._version, p.requires_grad) for p in t.bijector.parameters()),
         )
 
     def serves(self, t: BijectorTransform, x: torch.Tensor, y: torch.Tensor) -> bool:
         if self.x() is not x or self.y() is not y or torch.is_inference_mode_enabled():
             return False
-        params = tuple(t.bijector.parameters())
-        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
-            return False
-        return self._state(t, x, y, params) == self.state
+        return self._state(t, x, y) == self.state
 
 
 class _ComposeOfLayers(ComposeTransform):
