@@ -11,10 +11,7 @@ with the context :math:`c` bound at export. Its ``domain`` and ``codomain`` are 
 constraints, whose ``event_dim`` covers the whole event (``len(shape)``), so the log-det has the
 batch shape, as ``TransformedDistribution`` expects. The transform keeps no cache of its own
 (``cache_size=0``); inside :class:`flowtorch.BijectiveMode` the bijector's cache serves
-``t.inv(t(x))`` and the log-det of a pair it computed, as for the bijector itself. The
-transform of :func:`to_transformed_distribution` computes the log-det with ``t.inv(y)`` and
-hands it to the ``log_abs_det_jacobian`` call on that pair, so that ``log_prob`` runs one
-inverse pass, as ``Flow.log_prob`` does (see ``ladj_with_inverse`` of :class:`BijectorTransform`).
+``t.inv(t(x))`` and the log-det of a pair it computed, as for the bijector itself.
 
 A :class:`~flowtorch.distributions.Flow` is already a ``torch.distributions.Distribution``;
 :func:`to_transformed_distribution` gives the equivalent ``TransformedDistribution``, for code
@@ -46,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import weakref
 from typing import Any
 
 import torch
@@ -138,12 +134,6 @@ class BijectorTransform(Transform):
             broadcast against the inputs'.
         cache_size: torch's own one-pair cache, ``0`` (default; flowtorch's
             :class:`~flowtorch.BijectiveMode` caches instead) or ``1``.
-        ladj_with_inverse: compute the log-det together with ``t.inv(y)``, in the same pass,
-            and hand it to the ``t.log_abs_det_jacobian(x, y)`` that follows on that very pair
-            (checked by identity and version counters; one use, then dropped): the pattern of
-            ``TransformedDistribution.log_prob``, which otherwise runs a ``Compose``'s inverse
-            pass twice. Off by default, since a lone ``t.inv(y)`` then pays for the log-det;
-            :func:`to_transformed_distribution` turns it on.
 
     Shapes: ``x`` is ``batch + bijector.shape`` and ``t(x)`` is ``batch + bijector.out_shape``;
     ``domain.event_dim == len(bijector.shape)``, ``codomain.event_dim == len(bijector.out_shape)``.
@@ -164,14 +154,7 @@ class BijectorTransform(Transform):
 
     bijective = True
 
-    def __init__(
-        self,
-        bijector: Bijector,
-        context: torch.Tensor | None = None,
-        cache_size: int = 0,
-        *,
-        ladj_with_inverse: bool = False,
-    ) -> None:
+    def __init__(self, bijector: Bijector, context: torch.Tensor | None = None, cache_size: int = 0) -> None:
         if not isinstance(bijector, Bijector):
             raise TypeError(
                 "BijectorTransform takes a built flowtorch bijector, got "
@@ -181,8 +164,6 @@ class BijectorTransform(Transform):
         super().__init__(cache_size=cache_size)
         self.bijector = bijector
         self.context = context
-        self.ladj_with_inverse = ladj_with_inverse
-        self._pending: _PendingLadj | None = None
 
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
@@ -202,17 +183,9 @@ class BijectorTransform(Transform):
         return self.bijector.forward(x, self.context)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        self._pending = None
-        if not self.ladj_with_inverse or torch.is_inference_mode_enabled():
-            return self.bijector.inverse(y, self.context)
-        x, ladj = self.bijector.inverse_and_ladj(y, self.context)
-        self._pending = _PendingLadj(self, x, y, ladj)
-        return x
+        return self.bijector.inverse(y, self.context)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        pending, self._pending = self._pending, None
-        if pending is not None and pending.serves(self, x, y):
-            return pending.ladj
         return self.bijector.log_abs_det_jacobian(x, y, self.context)
 
     def forward_shape(self, shape: torch.Size | tuple[int, ...]) -> torch.Size:
@@ -225,13 +198,7 @@ class BijectorTransform(Transform):
         """The same transform with torch's single-value cache (``cache_size=1``) or none (``0``)."""
         if cache_size == self._cache_size:
             return self
-        pairs = self.ladj_with_inverse
-        return BijectorTransform(self.bijector, self.context, cache_size, ladj_with_inverse=pairs)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()
-        state["_pending"] = None  # (weak references do not pickle, and a copy has no pending call)
-        return state
+        return BijectorTransform(self.bijector, self.context, cache_size)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -245,36 +212,6 @@ class BijectorTransform(Transform):
 
     def __repr__(self) -> str:
         return f"BijectorTransform({type(self.bijector).__name__}({self.bijector.extra_repr()}))"
-
-
-class _PendingLadj:
-    """The log-det computed with ``t.inv(y) = x``, for the ``log_abs_det_jacobian(x, y)`` call
-    that follows. ``x`` and ``y`` are held by weak reference and matched by identity; it serves
-    only while nothing it depends on changed: the two tensors and the context (version
-    counters), the bijector's parameters (the same objects, same versions) and the grad mode.
-    A write that no version counter sees (through ``.data``, a fused optimizer) is not detected:
-    the window is the two calls of one ``TransformedDistribution.log_prob``."""
-
-    def __init__(self, t: BijectorTransform, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor) -> None:
-        self.x, self.y = weakref.ref(x), weakref.ref(y)
-        self.ladj = ladj
-        self.state = self._state(t, x, y)
-
-    @staticmethod
-    def _state(t: BijectorTransform, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, ...]:
-        context = t.context
-        return (
-            torch.is_grad_enabled(),
-            x._version,
-            y._version,
-            None if context is None else (context._version, context.requires_grad),
-            tuple((id(p), p._version, p.requires_grad) for p in t.bijector.parameters()),
-        )
-
-    def serves(self, t: BijectorTransform, x: torch.Tensor, y: torch.Tensor) -> bool:
-        if self.x() is not x or self.y() is not y or torch.is_inference_mode_enabled():
-            return False
-        return self._state(t, x, y) == self.state
 
 
 class _ComposeOfLayers(ComposeTransform):
@@ -361,9 +298,7 @@ def to_transformed_distribution(
         \log p(y) = \log p_0\big(f^{-1}(y; c)\big) - \log\big|\det J_f\big(f^{-1}(y; c); c\big)\big|,
 
     and its ``rsample`` follows the same maths, :math:`y = f(z; c)` with :math:`z \sim p_0` (with
-    its own draws from the base). Its ``log_prob`` runs one inverse pass (the transform's
-    ``ladj_with_inverse``; with ``flatten=True``, torch's ``ComposeTransform`` walks the layers
-    and the log-det runs a second pass). A conditional flow needs
+    its own draws from the base). A conditional flow needs
     ``context`` (or to be a ``flow.condition(context)`` view); the base is then expanded to the
     batch shape that the context's batch dims make, so that ``batch_shape`` is the flow's.
 
@@ -399,11 +334,9 @@ def to_transformed_distribution(
         batch = broadcast_shapes(batch, context.shape[: context.dim() - len(cs)])
     if base.batch_shape != batch:
         base = base.expand(batch)
-    if flatten:
-        transform = to_transform(flow.bijector, context, flatten=True)
-    else:  # its log_prob runs one inverse pass, as the flow's does
-        transform = BijectorTransform(flow.bijector, context, ladj_with_inverse=True)
-    return TransformedDistribution(base, [transform], validate_args=flow._validate_args)
+    return TransformedDistribution(
+        base, [to_transform(flow.bijector, context, flatten=flatten)], validate_args=flow._validate_args
+    )
 
 
 @functools.cache
