@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-__all__ = ["FUSED_CPU_OPTIMIZERS", "RELEASE", "needs_fused_cpu_optimizers", "release"]
+__all__ = [
+    "COMPILES_FLOWS",
+    "FUSED_CPU_OPTIMIZERS",
+    "RELEASE",
+    "needs_compilable_flows",
+    "needs_fused_cpu_optimizers",
+    "release",
+]
 
 
 def release(version: str) -> tuple[int, int]:
@@ -29,4 +36,17 @@ FUSED_CPU_OPTIMIZERS = RELEASE >= (2, 4)
 needs_fused_cpu_optimizers = pytest.mark.skipif(
     not FUSED_CPU_OPTIMIZERS,
     reason=f"fused optimizers on CPU need torch >= 2.4 (this is {torch.__version__})",
+)
+
+#: ``torch.compile`` of a flow outside ``BijectiveMode`` (``log_prob``, a training step, with
+#: ``fullgraph=True``): Dynamo traces the bijectors' call path from torch 2.12 on. Older Dynamo
+#: stops at one of three constructs in ``Bijector`` (flowtorch/bijectors/base.py): attribute
+#: caches written on a module, after which 2.1 cannot trace its ``parameters()``; ``next()`` with
+#: a default (2.5, 2.6); a tuple indexed by a bool (2.9, 2.11). Seen on those releases.
+COMPILES_FLOWS = RELEASE >= (2, 12)
+
+needs_compilable_flows = pytest.mark.skipif(
+    not COMPILES_FLOWS,
+    reason=f"torch.compile of flows needs torch >= 2.12: older Dynamo cannot trace Bijector's call "
+    f"path (this is {torch.__version__})",
 )

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests._torch import needs_compilable_flows
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -86,6 +87,7 @@ def make(kind: str, d: int = D) -> dist.Flow:
     return flow
 
 
+@needs_compilable_flows
 @pytest.mark.parametrize("kind", ["maf", "spline"])
 def test_log_prob_compiles_to_one_graph_and_matches_eager(kind: str) -> None:
     flow = make(kind)
@@ -96,6 +98,7 @@ def test_log_prob_compiles_to_one_graph_and_matches_eager(kind: str) -> None:
     torch.testing.assert_close(compiled(y2), flow.log_prob(y2), atol=1e-6, rtol=1e-6)
 
 
+@needs_compilable_flows
 @pytest.mark.skipif(
     not os.environ.get("FLOWTORCH_TEST_INDUCTOR"),
     reason="inductor generates and compiles C++: about 40 s per flow on 2 CPU cores; "
@@ -115,6 +118,7 @@ def test_inductor_log_prob_and_backward_match_eager(kind: str) -> None:
         torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-5)
 
 
+@needs_compilable_flows
 @pytest.mark.parametrize("kind", ["maf", "spline"])
 def test_compiled_training_step_matches_eager(kind: str) -> None:
     """The loss and its backward come from one compiled function (``fullgraph``, AOT autograd
@@ -171,6 +175,7 @@ def test_validate_args_with_fullgraph() -> None:
     torch.compile(validating_flow().log_prob, fullgraph=True, backend=Graphs())(torch.rand(4, 2))
 
 
+@needs_compilable_flows
 def test_compiled_step_with_backward_inside_breaks_once_at_backward() -> None:
     flow = make("maf")
     graphs = Graphs()
