@@ -14,6 +14,9 @@ Inside the mode, compiled code neither reads nor records cache entries: the mode
 compute everything. So a compiled ``log_prob`` inside the mode is one graph (``fullgraph=True``
 works), equals eager, and never serves an entry that eager code recorded; entering the mode inside
 a compiled function works too.
+
+Torch versions: the tests that compile flows need torch 2.12 (``tests._torch.COMPILES_FLOWS``)
+and are skipped, with the reason, on older torch.
 """
 
 from __future__ import annotations
@@ -286,6 +289,7 @@ def test_compiled_write_to_a_recorded_tensor_is_seen_by_eager_lookups() -> None:
         torch.testing.assert_close(got, b.inverse(y.clone()))
 
 
+@needs_compilable_flows
 def test_mode_entered_inside_a_compiled_function() -> None:
     b = bij.Affine()(shape=torch.Size([2]))
     seen: list[torch.Tensor] = []
