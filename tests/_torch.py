@@ -11,9 +11,11 @@ import pytest
 import torch
 
 __all__ = [
+    "COLLECTIVES_REACH_MODES",
     "COMPILES_FLOWS",
     "FUSED_CPU_OPTIMIZERS",
     "RELEASE",
+    "needs_collectives_in_modes",
     "needs_compilable_flows",
     "needs_fused_cpu_optimizers",
     "release",
@@ -49,4 +51,14 @@ needs_compilable_flows = pytest.mark.skipif(
     not COMPILES_FLOWS,
     reason=f"torch.compile of flows needs torch >= 2.12: older Dynamo cannot trace Bijector's call "
     f"path (this is {torch.__version__})",
+)
+
+#: ``torch.distributed`` collectives (``all_reduce``, ``broadcast``) dispatch ``__torch_function__``
+#: from torch 2.12 on, so ``BijectiveMode`` sees them as the writes they are; before, they bump
+#: no version counter and pass no mode, and an entry recorded before one is served after it.
+COLLECTIVES_REACH_MODES = RELEASE >= (2, 12)
+
+needs_collectives_in_modes = pytest.mark.skipif(
+    not COLLECTIVES_REACH_MODES,
+    reason=f"collectives reach torch-function modes from torch 2.12 (this is {torch.__version__})",
 )
