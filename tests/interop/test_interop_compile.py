@@ -199,6 +199,7 @@ def test_compiled_step_with_backward_inside_breaks_once_at_backward() -> None:
     assert graphs.count == 2  # the loss, then the rest after the graph break at ``backward``
 
 
+@needs_compilable_flows
 def test_compiled_code_inside_the_mode_gives_correct_results() -> None:
     """A compiled ``log_prob`` called inside the mode, on a recorded sample and on a fresh point:
     the values of eager code outside the mode, in one graph with no break."""
@@ -219,6 +220,7 @@ def test_compiled_code_inside_the_mode_gives_correct_results() -> None:
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
 
 
+@needs_compilable_flows
 def test_fullgraph_inside_the_mode() -> None:
     flow = make("tiny", d=2)
     score = torch.compile(flow.log_prob, fullgraph=True, backend=Graphs())
@@ -228,6 +230,7 @@ def test_fullgraph_inside_the_mode() -> None:
     torch.testing.assert_close(got, flow.log_prob(x), atol=1e-5, rtol=1e-5)
 
 
+@needs_compilable_flows
 @pytest.mark.parametrize("before", ["build", "convert", "write", "nothing"])
 def test_compiled_log_prob_inside_the_mode_after_building_there(before: str) -> None:
     """A bijector built, converted (``.to(float64)``) or written inside the mode, then a compiled
