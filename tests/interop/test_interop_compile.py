@@ -272,6 +272,7 @@ def test_compiled_log_prob_inside_the_mode_after_building_there(before: str) -> 
     torch.testing.assert_close(out, truth, atol=1e-9, rtol=1e-9)
 
 
+@needs_compilable_flows
 def test_compiled_write_to_a_recorded_tensor_is_seen_by_eager_lookups() -> None:
     """Compiled code that writes a recorded output in place: the next eager lookup misses."""
     b = bij.Affine()(shape=torch.Size([2]))
