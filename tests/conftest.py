@@ -6,11 +6,13 @@ import importlib
 import inspect
 import pathlib
 import pkgutil
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from tests._torch import FUSED_CPU_OPTIMIZERS, needs_fused_cpu_optimizers
 from tests.case import CONTEXT_SHAPE, Case, D
 from torch.distributions import transform_to
 
@@ -27,6 +29,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # A cache miss the suite did not ask for is an error. Set here rather than in pyproject.toml:
     # resolving the category there imports flowtorch before coverage measurement starts.
     config.addinivalue_line("filterwarnings", "error::flowtorch.CacheMissWarning")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A parametrised case whose id names a fused optimizer (``adam_fused``, ``sgd-fused``) needs
+    fused kernels on CPU: skipped on a torch that lacks them (before 2.4)."""
+    if FUSED_CPU_OPTIMIZERS:
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and re.search(r"(^|[-_])fused($|[-_])", callspec.id):
+            item.add_marker(needs_fused_cpu_optimizers)
 
 
 def _plain(cls: type) -> Callable[[], Any]:

@@ -7,7 +7,8 @@
   conditioners;
 * every ``python`` code block of every page runs, page by page in one namespace (a block
   preceded by ``<!-- docs-test: skip -->`` is shown only; ``<!-- docs-test: requires pyro -->``
-  skips the page's remaining blocks when ``pyro`` is not installed).
+  skips the page's remaining blocks when ``pyro`` is not installed, and
+  ``<!-- docs-test: requires torch 2.12 -->`` when the installed torch is older).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from tests._torch import RELEASE, release
 from tests.conftest import bijector_classes
 
 import flowtorch
@@ -237,7 +239,11 @@ def test_code_blocks_of_the_page_run(page: Path, monkeypatch: pytest.MonkeyPatch
         for i, (marker, code) in enumerate(_blocks(page)):
             if marker == "skip":
                 continue
-            if marker.startswith("requires "):
+            if marker.startswith("requires torch "):  # a torch release, as in tests/_torch.py
+                needed = marker.split()[2]
+                if release(needed) > RELEASE:
+                    pytest.skip(f"{page.relative_to(DOCS)}[block {i}] needs torch >= {needed}")
+            elif marker.startswith("requires "):
                 for module in marker.split()[1:]:
                     pytest.importorskip(module)
             exec(compile(code, f"{page.relative_to(ROOT)}[block {i}]", "exec"), namespace)

@@ -1,4 +1,4 @@
-"""What differs between the torch versions flowtorch supports (``torch >= 2.0``)."""
+"""What differs between the torch versions flowtorch supports (``torch >= 2.1``)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["is_compiling"]
+__all__ = ["TORCH_RELEASE", "is_compiling"]
 
 
-def _never_compiling() -> bool:
-    return False
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
 
 
-#: ``torch.compiler.is_compiling`` (torch >= 2.3): whether Dynamo is tracing the current call;
-#: always False on older torch, whose Dynamo flowtorch does not support inside its own code.
-is_compiling: Callable[[], bool] = getattr(getattr(torch, "compiler", None), "is_compiling", _never_compiling)
+#: The installed torch's ``(major, minor)``.
+TORCH_RELEASE = _release(torch.__version__)
+
+#: Whether Dynamo is tracing the current call: ``torch.compiler.is_compiling`` (torch >= 2.3), and
+#: before it ``torch._utils.is_compiling``, which Dynamo also traces as True (torch 2.1 and 2.2;
+#: deprecated since). False in eager code.
+is_compiling: Callable[[], bool] = (
+    torch.compiler.is_compiling if TORCH_RELEASE >= (2, 3) else torch._utils.is_compiling
+)

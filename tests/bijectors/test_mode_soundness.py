@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 import torch.nn.functional as F
+from tests._torch import needs_collectives_in_modes
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -130,6 +131,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+@needs_collectives_in_modes
 def test_collectives_inside_the_mode_are_writes() -> None:
     """``all_reduce`` and ``broadcast`` write their tensors without a version bump; the mode
     sees them (a one-process group: the values stay, but no entry may be trusted after)."""

@@ -14,6 +14,9 @@ Inside the mode, compiled code neither reads nor records cache entries: the mode
 compute everything. So a compiled ``log_prob`` inside the mode is one graph (``fullgraph=True``
 works), equals eager, and never serves an entry that eager code recorded; entering the mode inside
 a compiled function works too.
+
+Torch versions: the tests that compile flows need torch 2.12 (``tests._torch.COMPILES_FLOWS``)
+and are skipped, with the reason, on older torch.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests._torch import needs_compilable_flows
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -86,6 +90,7 @@ def make(kind: str, d: int = D) -> dist.Flow:
     return flow
 
 
+@needs_compilable_flows
 @pytest.mark.parametrize("kind", ["maf", "spline"])
 def test_log_prob_compiles_to_one_graph_and_matches_eager(kind: str) -> None:
     flow = make(kind)
@@ -96,6 +101,7 @@ def test_log_prob_compiles_to_one_graph_and_matches_eager(kind: str) -> None:
     torch.testing.assert_close(compiled(y2), flow.log_prob(y2), atol=1e-6, rtol=1e-6)
 
 
+@needs_compilable_flows
 @pytest.mark.skipif(
     not os.environ.get("FLOWTORCH_TEST_INDUCTOR"),
     reason="inductor generates and compiles C++: about 40 s per flow on 2 CPU cores; "
@@ -115,6 +121,7 @@ def test_inductor_log_prob_and_backward_match_eager(kind: str) -> None:
         torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-5)
 
 
+@needs_compilable_flows
 @pytest.mark.parametrize("kind", ["maf", "spline"])
 def test_compiled_training_step_matches_eager(kind: str) -> None:
     """The loss and its backward come from one compiled function (``fullgraph``, AOT autograd
@@ -171,6 +178,7 @@ def test_validate_args_with_fullgraph() -> None:
     torch.compile(validating_flow().log_prob, fullgraph=True, backend=Graphs())(torch.rand(4, 2))
 
 
+@needs_compilable_flows
 def test_compiled_step_with_backward_inside_breaks_once_at_backward() -> None:
     flow = make("maf")
     graphs = Graphs()
@@ -191,6 +199,7 @@ def test_compiled_step_with_backward_inside_breaks_once_at_backward() -> None:
     assert graphs.count == 2  # the loss, then the rest after the graph break at ``backward``
 
 
+@needs_compilable_flows
 def test_compiled_code_inside_the_mode_gives_correct_results() -> None:
     """A compiled ``log_prob`` called inside the mode, on a recorded sample and on a fresh point:
     the values of eager code outside the mode, in one graph with no break."""
@@ -211,6 +220,7 @@ def test_compiled_code_inside_the_mode_gives_correct_results() -> None:
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
 
 
+@needs_compilable_flows
 def test_fullgraph_inside_the_mode() -> None:
     flow = make("tiny", d=2)
     score = torch.compile(flow.log_prob, fullgraph=True, backend=Graphs())
@@ -220,6 +230,7 @@ def test_fullgraph_inside_the_mode() -> None:
     torch.testing.assert_close(got, flow.log_prob(x), atol=1e-5, rtol=1e-5)
 
 
+@needs_compilable_flows
 @pytest.mark.parametrize("before", ["build", "convert", "write", "nothing"])
 def test_compiled_log_prob_inside_the_mode_after_building_there(before: str) -> None:
     """A bijector built, converted (``.to(float64)``) or written inside the mode, then a compiled
@@ -261,6 +272,7 @@ def test_compiled_log_prob_inside_the_mode_after_building_there(before: str) -> 
     torch.testing.assert_close(out, truth, atol=1e-9, rtol=1e-9)
 
 
+@needs_compilable_flows
 def test_compiled_write_to_a_recorded_tensor_is_seen_by_eager_lookups() -> None:
     """Compiled code that writes a recorded output in place: the next eager lookup misses."""
     b = bij.Affine()(shape=torch.Size([2]))
@@ -281,6 +293,7 @@ def test_compiled_write_to_a_recorded_tensor_is_seen_by_eager_lookups() -> None:
         torch.testing.assert_close(got, b.inverse(y.clone()))
 
 
+@needs_compilable_flows
 def test_mode_entered_inside_a_compiled_function() -> None:
     b = bij.Affine()(shape=torch.Size([2]))
     seen: list[torch.Tensor] = []

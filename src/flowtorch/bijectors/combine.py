@@ -173,7 +173,7 @@ class _Parts(Bijector):
         return _Slices(parts, self.dim - rank, self._lengths(forward), rank)
 
     def _built(self) -> Iterator[Bijector]:
-        return cast(Iterator[Bijector], iter(self.bijectors))
+        return cast("Iterator[Bijector]", iter(self.bijectors))
 
     def parts(self) -> Iterator[Bijector | None]:
         """One entry per slice: its bijector, or ``None`` for a slice passed through unchanged."""

@@ -89,7 +89,7 @@ class Compose(Bijector):
 
     def layers(self) -> Iterator[Bijector]:
         """The layers, in the order ``forward`` applies them."""
-        return cast(Iterator[Bijector], iter(self.bijectors))
+        return cast("Iterator[Bijector]", iter(self.bijectors))
 
     def _ctx(self, b: Bijector, context: torch.Tensor | None) -> torch.Tensor | None:
         return context if b.context_shape is not None else None

@@ -66,7 +66,7 @@ class ODEMLP(nn.Module):
         nn.init.zeros_(last.bias)
 
     def _linear(self) -> list[nn.Linear]:
-        return cast(list[nn.Linear], list(self.layers))
+        return cast("list[nn.Linear]", list(self.layers))
 
     def _act(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.activation == "tanh":

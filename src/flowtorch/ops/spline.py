@@ -213,10 +213,20 @@ def _anchored(idx: Tensor, flip: Tensor) -> Tensor:
     return idx + torch.stack((flip, ~flip), dim=-1)
 
 
-def _identity_tails(
-    inputs: Tensor, bound: float, outputs: Tensor, logabsdet: Tensor
-) -> tuple[Tensor, Tensor]:
+def _within(inputs: Tensor, bound: float) -> tuple[Tensor, Tensor]:
+    """``(inside, points)``: where ``|x| <= bound``, and the inputs with the tails' points set to
+    0, for the spline to evaluate in range (its values there are discarded).
+
+    Not ``inputs.clamp(-bound, bound)``: from torch 2.14 on, clamp's gradient is 0 at exactly
+    ``+-bound``, where the spline's slope is that of the identity tails, 1.
+    """
     inside = inputs.abs() <= bound
+    return inside, torch.where(inside, inputs, 0.0)
+
+
+def _identity_tails(
+    inputs: Tensor, inside: Tensor, outputs: Tensor, logabsdet: Tensor
+) -> tuple[Tensor, Tensor]:
     return torch.where(inside, outputs, inputs), torch.where(inside, logabsdet, 0.0)
 
 
@@ -416,8 +426,9 @@ def rational_quadratic_spline(
     xk = _knots(unnormalized_widths, min_bin_width, bound)
     yk = _knots(unnormalized_heights, min_bin_height, bound)
     dk = _pad_ends(_softplus_derivatives(unnormalized_derivatives, min_derivative), 1.0, 1.0)
-    outputs, logabsdet = _rq_core(inputs.clamp(-bound, bound), xk, yk, dk, inverse)
-    return _identity_tails(inputs, bound, outputs, logabsdet)
+    inside, points = _within(inputs, bound)
+    outputs, logabsdet = _rq_core(points, xk, yk, dk, inverse)
+    return _identity_tails(inputs, inside, outputs, logabsdet)
 
 
 def linear_rational_spline(
@@ -523,8 +534,9 @@ def linear_rational_spline(
     yk = _knots(unnormalized_heights, min_bin_height, bound)
     dk = _pad_ends(_softplus_derivatives(unnormalized_derivatives, min_derivative), 1.0, 1.0)
     lam = _LAMBDA_SHIFT + _LAMBDA_SCALE * torch.sigmoid(unnormalized_lambdas)
-    outputs, logabsdet = _lr_core(inputs.clamp(-bound, bound), xk, yk, dk, lam, inverse)
-    return _identity_tails(inputs, bound, outputs, logabsdet)
+    inside, points = _within(inputs, bound)
+    outputs, logabsdet = _lr_core(points, xk, yk, dk, lam, inverse)
+    return _identity_tails(inputs, inside, outputs, logabsdet)
 
 
 def circular_rational_quadratic_spline(
