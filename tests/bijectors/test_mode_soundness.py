@@ -499,3 +499,23 @@ def test_decorating_an_async_function_is_refused() -> None:
 
     with pytest.raises(TypeError, match="open the mode inside it"):
         flowtorch.BijectiveMode()(sample)
+
+
+def test_a_composition_recorded_with_gradients_is_served_under_no_grad() -> None:
+    """Under no_grad each layer serves a detached alias of its key; the next layer must still
+    find its hit on that alias, so the walk back calls no conditioner."""
+    torch.manual_seed(0)
+    b = bij.Compose([maf(), bij.Spline(), bij.Affine()])(shape=torch.Size([D]))
+    calls = []
+    for m in b.modules():
+        if isinstance(m, params.Parameters):
+            m.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(4, D)
+    with flowtorch.BijectiveMode():
+        y = b.forward(x)
+        calls.clear()
+        with torch.no_grad():
+            back, ladj = b.inverse_and_ladj(y)
+        assert calls == [] and not back.requires_grad
+        torch.testing.assert_close(back, x)
+        torch.testing.assert_close(ladj, b.inverse_and_ladj(y.detach().clone())[1])

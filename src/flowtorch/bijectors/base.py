@@ -424,7 +424,9 @@ class Bijector(LazyModule):
         entry = _mode.lookup(value, self, forward, context)
         return None if entry is None else entry.key
 
-    def _hit(self, entry: _mode.Entry, value: torch.Tensor, forward: bool) -> torch.Tensor | None:
+    def _hit(
+        self, entry: _mode.Entry, value: torch.Tensor, forward: bool, scope: Any = None
+    ) -> torch.Tensor | None:
         """What a hit returns for ``value``: the recorded key (detached under ``torch.no_grad``
         if it has a graph, as a recomputation would be). ``None`` when ``value``'s batch dims are
         wider than the key's (a context batch broadcast them): a recomputation has ``value``'s."""
@@ -432,7 +434,7 @@ class Bijector(LazyModule):
         event_in, event_out = (self.shape, self.out_shape) if forward else (self.out_shape, self.shape)
         if value.shape[: value.dim() - len(event_in)] != key.shape[: key.dim() - len(event_out)]:
             return None
-        return _mode.served(key)
+        return _mode.served(key, scope)
 
     def _entry_ladj(
         self, entry: _mode.Entry, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None
@@ -484,7 +486,7 @@ class Bijector(LazyModule):
         with _mode.unintercepted():
             # ``value`` may be the output of the opposite call: then the answer is its key.
             entry = _mode.lookup(value, self, not forward, context)
-            hit = None if entry is None else self._hit(entry, value, forward)
+            hit = None if entry is None else self._hit(entry, value, forward, scope)
             if hit is not None:
                 assert entry is not None
                 if not need_ladj:

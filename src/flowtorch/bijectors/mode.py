@@ -288,12 +288,31 @@ class Entry:
         return served(ladj)
 
 
-def served(t: torch.Tensor) -> torch.Tensor:
+def served(t: torch.Tensor, scope: _Scope | None = None) -> torch.Tensor:
     """A recorded tensor as a hit serves it: itself, or under ``torch.no_grad`` (where a
-    recomputation would carry no graph) a detached alias of it when it has a graph."""
-    if t.requires_grad and not torch.is_grad_enabled():
-        return t.detach()
-    return t
+    recomputation would carry no graph) a detached alias of it when it has a graph. With
+    ``scope``, the fresh entries about ``t`` are recorded about the alias too, so that the next
+    layer of a composition finds its hit on what this one served."""
+    if not t.requires_grad or torch.is_grad_enabled():
+        return t
+    alias = t.detach()
+    if scope is not None:
+        entry = entry_of(t)
+        state = STATE
+        while entry is not None:
+            if _fresh(entry, t, state):
+                record(
+                    scope,
+                    entry.bijector,
+                    entry.forward,
+                    entry.key,
+                    alias,
+                    entry.context,
+                    entry.ladj,
+                    entry.params,
+                )
+            entry = entry.previous
+    return alias
 
 
 def _versions(key: torch.Tensor, out: torch.Tensor, context: Any) -> tuple[int, int, int]:
