@@ -60,6 +60,22 @@ def coverage(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """The differential fuzzer of ``BijectiveMode`` at length (nightly use): ``N`` random programs per
+    bijector case, run inside the mode and without it. ``nox -s fuzz`` runs 40; ``nox -s fuzz -- 200``."""
+    _install(session, DEFAULT_TORCH, "test")
+    programs = session.posargs[0] if session.posargs else "40"
+    session.run(
+        "pytest",
+        "-q",
+        "tests/reliability/test_mode_fuzz.py",
+        "-k",
+        "same_program",
+        env={"FLOWTORCH_FUZZ": programs},
+    )
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff, and a static check of the package's claim of Python >= 3.9 (``requires-python``),
     which the tests, on Python 3.11, cannot make: ruff (``target-version = "py39"``) rejects newer
@@ -106,7 +122,8 @@ def docs(session: nox.Session) -> None:
     """The documentation site, built strictly (any warning fails); ``nox -s docs -- serve`` previews it."""
     _install(session, DEFAULT_TORCH, "docs")
     session.install("ruff>=0.5")  # mkdocstrings formats signatures with it
-    session.run("python", "docs/gen_bijector_table.py")
+    # a stale bijector table fails the build, which leaves the working tree as it is
+    session.run("python", "docs/gen_bijector_table.py", "--check")
     # every public object has a docstring, an Args section and an example that runs as a doctest
     session.run("python", "docs/audit_docstrings.py", "--strict")
     env = {"NO_MKDOCS_2_WARNING": "1"}

@@ -608,7 +608,7 @@ class BijectiveMode(TorchFunctionMode):
         pointer or a DLPack capsule (``torch.utils.dlpack.to_dlpack``), a ``.data`` alias or a
         numpy array taken before the mode was entered, another thread. Writes that the mode can
         see (in-place ops, optimizer steps fused or not, ``torch.distributed`` collectives called
-        inside the mode, ``.data`` aliases taken inside it) need no call.
+        inside the mode on torch >= 2.12, ``.data`` aliases taken inside it) need no call.
 
         Example:
             >>> import torch, flowtorch
