@@ -29,6 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # A cache miss the suite did not ask for is an error. Set here rather than in pyproject.toml:
     # resolving the category there imports flowtorch before coverage measurement starts.
     config.addinivalue_line("filterwarnings", "error::flowtorch.CacheMissWarning")
+    # shown once per class and process: which test meets it first depends on the order
+    config.addinivalue_line("filterwarnings", "ignore::flowtorch.bijectors.SequentialSamplingWarning")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -97,3 +99,27 @@ def test_a_bijector_written_to_the_08_protocol_gets_an_error_that_says_how_to_po
             call()
     with flowtorch.BijectiveMode(), pytest.raises(TypeError, match="Custom bijectors"):
         flow.rsample((3,))
+
+
+def test_sampling_through_a_maf_says_once_that_it_is_sequential_and_names_the_iaf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0.8's AffineAutoregressive ran the other way round; the first slow sample says so."""
+    from flowtorch.bijectors import base as _base
+
+    monkeypatch.setattr(_base, "_WARNED_SEQUENTIAL", set())
+    d = 16
+    base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(d), torch.ones(d)), 1)
+    flow = dist.Flow(base, bij.AffineAutoregressive(params.DenseAutoregressive()))
+    with pytest.warns(
+        bij.SequentialSamplingWarning, match=r"16 sequential .*bij.Invert\(AffineAutoregressive"
+    ):
+        flow.rsample((2,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bij.SequentialSamplingWarning)
+        flow.rsample((2,))  # once per class
+        small = dist.Flow(
+            torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1),
+            bij.Invert(bij.AffineAutoregressive(params.DenseAutoregressive())),
+        )
+        small.rsample((2,))  # the IAF direction: one pass

@@ -4,7 +4,7 @@ Importing this package defines classes only; no bijector is built at import time
 """
 
 from flowtorch.bijectors.affine import Affine, AffineAutoregressive, AffineFixed
-from flowtorch.bijectors.base import Bijector
+from flowtorch.bijectors.base import Bijector, SequentialSamplingWarning
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
 from flowtorch.bijectors.circular import CircularSpline
 from flowtorch.bijectors.combine import Cat, FactorOut, Stack
@@ -62,6 +62,7 @@ __all__ = [
     "BijectiveMode",
     "Bijector",
     "CacheMissWarning",
+    "SequentialSamplingWarning",
     "Compose",
     "Exp",
     "Invert",

@@ -35,7 +35,7 @@ from flowtorch._shapes import broadcastable
 from flowtorch.bijectors import mode as _mode
 from flowtorch.lazy import LazyModule, Plan
 
-__all__ = ["Bijector", "Params", "build"]
+__all__ = ["Bijector", "Params", "SequentialSamplingWarning", "build"]
 
 Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
 
@@ -47,6 +47,35 @@ Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
 unintercepted = _mode.unintercepted
 #: The innermost active mode's activation on this thread (``None`` outside or under compile).
 current_scope = _mode.current_scope
+
+
+class SequentialSamplingWarning(UserWarning):
+    r"""A bijector's ``forward`` ran one conditioner pass per dimension (given once per class).
+
+    An autoregressive bijector whose conditioner reads its *output* (``AffineAutoregressive``,
+    ``SplineAutoregressive``: the MAF direction, as in flowtorch 0.8's default) computes
+    :math:`y_i = f(x_i; 	heta(y_{<i}))`, so ``forward`` (sampling) needs :math:`D` sequential
+    passes while ``inverse`` (scoring data) needs one. Where sampling is the hot path (a
+    variational guide, ``rsample`` in a loop), invert it: ``bij.Invert(bij.AffineAutoregressive(...))``
+    or the ``flowtorch.recipes.IAF`` recipe sample in one pass per layer. Silence it with
+    ``warnings.filterwarnings("ignore", category=flowtorch.bijectors.SequentialSamplingWarning)``.
+
+    Reference: Kingma et al., "Improved Variational Inference with Inverse Autoregressive Flow",
+    2016 (IAF: the direction that samples in parallel).
+
+    Example:
+        >>> import warnings, torch
+        >>> import flowtorch.bijectors as bij
+        >>> from flowtorch.bijectors.base import SequentialSamplingWarning
+        >>> issubclass(SequentialSamplingWarning, UserWarning)
+        True
+    """
+
+
+#: Classes that have given their ``SequentialSamplingWarning`` in this process.
+_WARNED_SEQUENTIAL: set[type] = set()
+#: Above this many dimensions a sequential forward pass warns (once per class).
+SEQUENTIAL_WARNING_DIMS = 8
 
 
 def build(plan: Any, **kwargs: Any) -> Any:
@@ -360,6 +389,18 @@ class Bijector(LazyModule):
         After ``k`` passes the first ``k`` outputs in the conditioner's order are exact; the
         parameters of the last pass depend only on those, so they are the parameters at ``y``.
         """
+        cls = type(self)
+        n = int(self.shape.numel())
+        if n > SEQUENTIAL_WARNING_DIMS and cls not in _WARNED_SEQUENTIAL and not _mode._tracing():
+            _WARNED_SEQUENTIAL.add(cls)
+            warnings.warn(
+                f"{cls.__name__}.forward ran {n} sequential conditioner passes: its conditioner reads "
+                "the output (the MAF direction), so sampling is sequential and scoring data is one "
+                f"pass. To sample fast (a VI guide), use bij.Invert({cls.__name__}(...)) or "
+                "flowtorch.recipes.IAF. (Shown once per class; see SequentialSamplingWarning.)",
+                SequentialSamplingWarning,
+                stacklevel=4,
+            )
         y = torch.zeros_like(x)
         with self._repeated_conditioner():
             for _ in range(max(int(self.shape.numel()), 1) - 1):
