@@ -466,7 +466,7 @@ class Bijector(LazyModule):
         return None if entry is None else entry.key
 
     def _hit(
-        self, entry: _mode.Entry, value: torch.Tensor, forward: bool, scope: Any = None
+        self, entry: _mode.Entry, value: torch.Tensor, forward: bool, scope: _mode._Scope | None = None
     ) -> torch.Tensor | None:
         """What a hit returns for ``value``: the recorded key (detached under ``torch.no_grad``
         if it has a graph, as a recomputation would be). ``None`` when ``value``'s batch dims are
@@ -569,7 +569,7 @@ def _tensor_from(bijector: Bijector, method: str, out: Any) -> torch.Tensor:
     raise TypeError(f"{name}.{method} must return a torch.Tensor, got {type(out).__name__}")
 
 
-def warn_miss(scope: Any, bijector: Bijector) -> None:
+def warn_miss(scope: _mode._Scope, bijector: Bijector) -> None:
     """The ``CacheMissWarning`` of a ``log_abs_det_jacobian`` that found no fresh entry inside a
     mode, given once per activation."""
     if scope.warned:
