@@ -19,7 +19,8 @@ deferred and nothing happens at import time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 import torch
 
@@ -114,6 +115,21 @@ class Plan(Generic[T]):
 Lazy = Plan
 
 
+def _sizes_checked(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` with its ``shape`` and ``context_shape`` keywords made ``torch.Size`` (an int ``n``
+    is ``(n,)``), or a ``TypeError`` that names the class and the argument."""
+
+    @functools.wraps(init)
+    def checked(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        for key in _SHAPE_ARGS:
+            value = kwargs.get(key)
+            if value is not None and not isinstance(value, torch.Size):
+                kwargs[key] = as_size(value, f"{type(self).__name__}: {key}")
+        init(self, *args, **kwargs)
+
+    return checked
+
+
 class LazyModule(torch.nn.Module):
     r"""An ``nn.Module`` whose class returns a :class:`Plan` when called without ``_plan_key``.
 
@@ -144,6 +160,15 @@ class LazyModule(torch.nn.Module):
     """
 
     _plan_key: str = "shape"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Direct construction, ``bij.Affine(shape=2)``, takes the same shapes as a plan's build
+        # call: each class's own ``__init__`` sees a ``torch.Size`` for ``shape`` and
+        # ``context_shape``, or the user gets an error that names the argument.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _sizes_checked(init)  # type: ignore[method-assign]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get(cls._plan_key) is None:

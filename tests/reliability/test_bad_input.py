@@ -22,6 +22,7 @@ import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.lazy import Plan
 from flowtorch.recipes import IAF, MAF, NSF, RealNVP
 
 SRC = pathlib.Path(flowtorch.__file__).parent
@@ -587,6 +588,39 @@ def test_an_int_is_a_shape_where_torch_takes_one() -> None:
     assert f.sample((), torch.randn(4, 2)).shape == (4, 3)  # one sample per context
     g = dist.Flow(normal(), bij.AffineAutoregressive(context_shape=2))
     assert g.context_shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: bij.Affine(shape=2),
+        lambda: bij.AffineAutoregressive(shape=2, context_shape=3),
+        lambda: bij.Spline(shape=2),
+        lambda: bij.SplineCoupling(shape=2),
+        lambda: bij.Permute(shape=2),
+        lambda: bij.Compose([bij.Affine(), bij.Exp()], shape=2),
+    ],
+    ids=["Affine", "AffineAutoregressive", "Spline", "SplineCoupling", "Permute", "Compose"],
+)
+def test_direct_construction_takes_an_int_shape(build: Callable[[], Bijector]) -> None:
+    """``bij.Affine(shape=2)`` is ``bij.Affine()(shape=2)``: the class takes the sizes its plan does."""
+    b = build()
+    assert b.shape == torch.Size([2]) and isinstance(b.shape, torch.Size)
+    assert b.forward(torch.randn(5, 2), context=torch.randn(5, 3) if b.context_shape else None).shape == (
+        5,
+        2,
+    )
+
+
+@pytest.mark.parametrize(("shape", "shown"), [("2", "'2'"), ((2.5,), r"\(2.5,\)"), (None, None)])
+def test_direct_construction_names_a_bad_shape(shape: object, shown: str | None) -> None:
+    if shape is None:  # no shape at all is a plan, not an error
+        assert isinstance(bij.Affine(shape=None), Plan)
+        return
+    with pytest.raises(
+        TypeError, match=rf"Affine: shape must be a torch.Size, a tuple of ints or an int, got {shown}"
+    ):
+        bij.Affine(shape=shape)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
