@@ -131,3 +131,17 @@ def docs(session: nox.Session) -> None:
         session.run("mkdocs", "serve", *session.posargs[1:], env=env)
     else:
         session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+        # the built site renders formulas offline: MathJax is in it and no page loads a CDN script
+        session.run("python", "-c", _SITE_CHECK, silent=True)
+
+
+_SITE_CHECK = """
+import pathlib, re, sys
+site = pathlib.Path("site")
+if not (site / "javascripts" / "mathjax" / "tex-mml-chtml.js").is_file():
+    sys.exit("site/javascripts/mathjax/tex-mml-chtml.js is missing: docs/hooks.py did not copy MathJax")
+cdn = re.compile(r'<script[^>]+src="https?://')
+remote = sorted(str(p.relative_to(site)) for p in site.rglob("*.html") if cdn.search(p.read_text()))
+if remote:
+    sys.exit(f"pages that load a script from another site: {remote}")
+"""

@@ -5,15 +5,27 @@ benchmark suite) and ``ecosystem.md`` (with the interop tests). The navigation l
 a strict build fails on a missing page, so while one of them is missing this hook adds a stub
 page in its place, clearly marked as such. The stub exists only in the built site: nothing is
 written into ``docs/``, so the real page, once committed, simply takes over.
+
+MathJax comes from a Python package, ``django-static-mathjax`` (in the ``docs`` extra; a copy of
+MathJax 3's files, nothing of Django is imported): after each build this hook copies its ``es5``
+folder into the site as ``javascripts/mathjax/``, so the built site renders formulas offline and
+loads no script from a CDN.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import shutil
 from typing import Any
 
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
-__all__ = ["STUBS", "on_files"]
+__all__ = ["MATHJAX_PACKAGE", "STUBS", "mathjax_files", "on_files", "on_post_build"]
+
+#: the PyPI package whose files are MathJax's, and its import name
+MATHJAX_PACKAGE = ("django-static-mathjax", "mathjax")
 
 #: page -> Markdown of its stub
 STUBS: dict[str, str] = {
@@ -53,3 +65,24 @@ def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
         if files.get_file_from_path(name) is None:
             files.append(File.generated(config, name, content=content))
     return files
+
+
+def mathjax_files() -> pathlib.Path:
+    """The folder of MathJax 3's ``es5`` build inside the installed package (found without
+    importing it), or an error that says which package to install."""
+    dist, module = MATHJAX_PACKAGE
+    spec = importlib.util.find_spec(module)
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        es5 = pathlib.Path(root) / "static" / "mathjax" / "es5"
+        if (es5 / "tex-mml-chtml.js").is_file():
+            return es5
+    raise PluginError(
+        f"MathJax is not installed: the docs load it from the package {dist!r}; "
+        f'install the docs extra (pip install -e ".[docs]") or run nox -s docs'
+    )
+
+
+def on_post_build(config: Any, **kwargs: Any) -> None:
+    """Copies MathJax into the built site, where ``mkdocs.yml``'s ``extra_javascript`` loads it."""
+    target = pathlib.Path(config["site_dir"]) / "javascripts" / "mathjax"
+    shutil.copytree(mathjax_files(), target, dirs_exist_ok=True)

@@ -258,3 +258,36 @@ def test_the_docs_helpers_import() -> None:
     gen = _load(DOCS / "gen_bijector_table.py")
     assert "Affine" in gen.render_table(bijector_classes())
     importlib.import_module("flowtorch.bijectors")
+
+
+# ----------------------------------------------------------------------------- MathJax
+def test_the_site_loads_no_script_from_a_cdn() -> None:
+    """MathJax comes from a package in the ``docs`` extra, copied into the site by the docs hook;
+    ``nox -s docs`` also checks the built site for it."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    block = config.split("extra_javascript:")[1].split("\n\n")[0]
+    scripts = re.findall(r"^\s*-\s*(\S+)", block, re.MULTILINE)
+    assert "javascripts/mathjax/tex-mml-chtml.js" in scripts
+    assert [s for s in scripts if "://" in s] == []
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    docs_extra = re.search(r"^docs = \[(.*)\]$", pyproject, re.MULTILINE)
+    assert docs_extra is not None and '"django-static-mathjax==' in docs_extra.group(1)
+
+
+def test_the_docs_hook_copies_mathjax_or_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mkdocs", reason="the docs hook runs in nox -s docs, which installs mkdocs")
+    hooks = _load(DOCS / "hooks.py")
+    package = tmp_path / "pkg" / "mathjax"
+    (package / "static" / "mathjax" / "es5" / "output").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "static" / "mathjax" / "es5" / "tex-mml-chtml.js").write_text("// MathJax")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    importlib.invalidate_caches()
+    sys.modules.pop("mathjax", None)
+    hooks.on_post_build({"site_dir": str(tmp_path / "site")})
+    assert (tmp_path / "site" / "javascripts" / "mathjax" / "tex-mml-chtml.js").read_text() == "// MathJax"
+    monkeypatch.setattr(hooks, "MATHJAX_PACKAGE", ("django-static-mathjax", "no_such_mathjax_module"))
+    with pytest.raises(Exception, match=r"MathJax is not installed: .*'django-static-mathjax'"):
+        hooks.mathjax_files()
