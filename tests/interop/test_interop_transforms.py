@@ -249,3 +249,66 @@ def test_export_on_device(device: torch.device) -> None:  # noqa: F811
     lp = td.log_prob(y)
     assert lp.device.type == torch.device(device).type
     torch.testing.assert_close(lp, flow.log_prob(y), atol=1e-10, rtol=1e-10)
+
+
+def _conditioner_calls(flow: dist.Flow) -> list[int]:
+    """A counter of the flow's conditioner calls (one list cell, reset by the caller)."""
+    calls = [0]
+    for m in flow.modules():
+        if isinstance(m, params.DenseAutoregressive):
+            m.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("flatten", [False, True], ids=["one-transform", "flattened"])
+@pytest.mark.parametrize("recipe", ["MAF", "IAF"])
+def test_transformed_distribution_scores_in_one_inverse_pass(recipe: str, flatten: bool) -> None:
+    """``to_transformed_distribution(flow).log_prob`` calls the conditioners as often as
+    ``flow.log_prob`` (a MAF: once a layer; an IAF: once a layer and dimension), with the same
+    values and gradients, and leaves no entry behind."""
+    from flowtorch.recipes import IAF, MAF
+
+    torch.manual_seed(0)
+    plan = (MAF if recipe == "MAF" else IAF)(layers=2, hidden_dims=(8,))
+    flow = dist.Flow(base_for(torch.Size([4])), plan)
+    perturb(flow)
+    calls = _conditioner_calls(flow)
+    td = to_transformed_distribution(flow, flatten=flatten)
+    y = torch.randn(5, 4, dtype=F64)
+    lp = td.log_prob(y)
+    td_calls, calls[0] = calls[0], 0
+    ref = flow.log_prob(y)
+    assert td_calls == calls[0] == (2 if recipe == "MAF" else 8)
+    torch.testing.assert_close(lp, ref)
+    weights = [p for p in flow.parameters() if p.requires_grad]
+    torch.testing.assert_close(
+        torch.autograd.grad(lp.sum(), weights), torch.autograd.grad(flow.log_prob(y).sum(), weights)
+    )
+    assert type(lp) is torch.Tensor
+    # a second call after a parameter change sees the change: nothing is kept between calls
+    with torch.no_grad():
+        next(iter(weights)).add_(0.5)
+    torch.testing.assert_close(td.log_prob(y), flow.log_prob(y))
+    # torch's own classes keep working on it
+    assert td.expand(torch.Size([3])).log_prob(y[:3]).shape == (3,)
+
+
+def test_a_transformed_distribution_built_by_hand_scores_in_one_pass_inside_the_mode() -> None:
+    """``TransformedDistribution(base, [to_transform(f)])`` is torch's class: its ``log_prob``
+    asks for the inverse and the log-det in two calls, so outside the mode the log-det walks the
+    layers again (twice the conditioner calls); inside ``BijectiveMode`` the second call is served
+    from the first's entries."""
+    from flowtorch.recipes import MAF
+
+    torch.manual_seed(0)
+    flow = dist.Flow(base_for(torch.Size([4])), MAF(layers=2, hidden_dims=(8,)))
+    calls = _conditioner_calls(flow)
+    td = TransformedDistribution(flow.base_dist, [to_transform(flow.bijector)])
+    y = torch.randn(5, 4, dtype=F64)
+    outside = td.log_prob(y)
+    assert calls[0] == 4
+    calls[0] = 0
+    with flowtorch.BijectiveMode():
+        inside = td.log_prob(y)
+    assert calls[0] == 2
+    torch.testing.assert_close(inside, outside)

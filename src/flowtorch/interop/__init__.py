@@ -59,6 +59,7 @@ from flowtorch.bijectors.affine import Affine, AffineFixed
 from flowtorch.bijectors.base import Bijector
 from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.elementwise import ELU, Exp, LeakyReLU, Power, Sigmoid, Softplus, Tanh
+from flowtorch.bijectors.mode import BijectiveMode
 from flowtorch.bijectors.spline import Spline
 from flowtorch.distributions.flow import Flow
 
@@ -263,6 +264,12 @@ def to_transform(
             instead of one transform. Both give the same numbers; one transform makes one
             call per direction, the flattened form lets torch code see the layers.
 
+    torch's ``TransformedDistribution.log_prob`` asks a transform for ``inv(y)`` and then, in a
+    second call, for ``log_abs_det_jacobian(x, y)``; outside :class:`~flowtorch.BijectiveMode`
+    nothing links the two, so a ``Compose`` walks its layers again for the log-det (twice the
+    conditioner calls of ``Flow.log_prob``). :func:`to_transformed_distribution` scores in one
+    pass; for a ``TransformedDistribution`` built by hand, call its ``log_prob`` inside the mode.
+
     Example:
         >>> import torch
         >>> import flowtorch.bijectors as bij
@@ -297,10 +304,12 @@ def to_transformed_distribution(
     .. math::
         \log p(y) = \log p_0\big(f^{-1}(y; c)\big) - \log\big|\det J_f\big(f^{-1}(y; c); c\big)\big|,
 
-    and its ``rsample`` follows the same maths, :math:`y = f(z; c)` with :math:`z \sim p_0` (with
-    its own draws from the base). A conditional flow needs
-    ``context`` (or to be a ``flow.condition(context)`` view); the base is then expanded to the
-    batch shape that the context's batch dims make, so that ``batch_shape`` is the flow's.
+    its ``log_prob`` runs one inverse pass, as ``Flow.log_prob`` does (each call opens its own
+    :class:`~flowtorch.BijectiveMode`, which closes with it), and its ``rsample`` follows the
+    same maths, :math:`y = f(z; c)` with :math:`z \sim p_0` (with its own draws from the base).
+    A conditional flow needs ``context`` (or to be a ``flow.condition(context)`` view); the base
+    is then expanded to the batch shape that the context's batch dims make, so that
+    ``batch_shape`` is the flow's.
 
     Args:
         flow: a :class:`~flowtorch.distributions.Flow`.
@@ -334,9 +343,24 @@ def to_transformed_distribution(
         batch = broadcast_shapes(batch, context.shape[: context.dim() - len(cs)])
     if base.batch_shape != batch:
         base = base.expand(batch)
-    return TransformedDistribution(
+    return _TransformedInOnePass(
         base, [to_transform(flow.bijector, context, flatten=flatten)], validate_args=flow._validate_args
     )
+
+
+class _TransformedInOnePass(TransformedDistribution):
+    """A ``TransformedDistribution`` whose ``log_prob`` runs one inverse pass.
+
+    torch's ``log_prob`` asks each transform for ``inv(y)``, then for
+    ``log_abs_det_jacobian(x, y)`` in a second call; without a cache a ``Compose`` has to find its
+    intermediate values again for the second. Here both calls run inside one
+    :class:`~flowtorch.BijectiveMode`, opened and closed by this ``log_prob``: the log-det is the
+    one recorded by the inverse pass, and no entry outlives the call.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        with BijectiveMode():
+            return super().log_prob(value)
 
 
 @functools.cache
