@@ -360,7 +360,8 @@ class _TransformedInOnePass(TransformedDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         with BijectiveMode():
-            return super().log_prob(value)
+            log_p: torch.Tensor = super().log_prob(value)
+        return log_p
 
 
 @functools.cache
