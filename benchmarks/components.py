@@ -33,7 +33,7 @@ from _timing import Candidate, format_table, looped, measure
 
 import flowtorch.distributions as dist
 from flowtorch import recipes
-from flowtorch._shapes import broadcast_shapes
+from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.nn import made
 from flowtorch.ops import rational_quadratic_spline, soft_clamp
 
@@ -115,7 +115,7 @@ def shapes(repeats: int) -> None:
         "broadcast_shapes of four equal (512, 16) shapes",
         [
             ("torch.broadcast_shapes", lambda: torch.broadcast_shapes(a, a, a, a)),
-            ("flowtorch._shapes.broadcast_shapes", lambda: broadcast_shapes(a, a, a, a)),
+            ("flowtorch.core.shapes.broadcast_shapes", lambda: broadcast_shapes(a, a, a, a)),
         ],
         repeats,
     )

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import CLOCKS, Candidate, Result, Stats, format_table, looped, measure
 
 import flowtorch
-from flowtorch.bijectors.compose import Compose
 from flowtorch.bijectors.residual import ResidualFlow
+from flowtorch.core.compose import Compose
 
 BASELINE = "forward_and_ladj (no mode)"
 

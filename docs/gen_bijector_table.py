@@ -32,7 +32,7 @@ from types import ModuleType
 from torch.distributions import constraints
 
 import flowtorch.bijectors as bij
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core.bijector import Bijector
 
 __all__ = ["META", "Meta", "bijector_classes", "bijector_modules", "render_api", "render_table"]
 
@@ -247,22 +247,33 @@ FAMILIES: list[tuple[str, tuple[str, ...]]] = [
     ("Affine and splines", ("affine", "spline", "circular")),
     ("Coupling", ("coupling", "channel_coupling")),
     ("Linear maps, permutations, normalisation", ("linear", "conv", "permute", "reverse", "normalization")),
-    ("Shapes and combinators", ("reshape", "combine", "compose")),
+    ("Shapes and combinators", ("reshape", "combinators", "compose")),
     ("Planar, Sylvester and residual flows", ("planar", "sylvester", "residual")),
     ("Monotone neural transformers and continuous flows", ("monotonic", "naf", "ffjord")),
 ]
 
 
+#: Modules of ``flowtorch.bijectors`` that only re-export the engine's names from ``flowtorch.core``.
+MOVED = frozenset({"base", "mode", "compose", "combine"})
+#: The engine's modules that define bijectors (documented on the ``flowtorch.core`` page).
+CORE_BIJECTOR_MODULES = ("flowtorch.core.combinators", "flowtorch.core.compose")
+
+
 def bijector_modules(allow_import_errors: bool = False) -> list[ModuleType]:
-    """Every module of ``flowtorch.bijectors`` (``base`` and ``mode`` included)."""
+    """Every family module of ``flowtorch.bijectors``, then the engine's ``Compose`` and combinators."""
+    names = [
+        f"flowtorch.bijectors.{info.name}"
+        for info in sorted(pkgutil.iter_modules(bij.__path__), key=lambda i: i.name)
+        if info.name not in MOVED
+    ]
     modules = []
-    for info in sorted(pkgutil.iter_modules(bij.__path__), key=lambda i: i.name):
+    for name in [*names, *CORE_BIJECTOR_MODULES]:
         try:
-            modules.append(importlib.import_module(f"flowtorch.bijectors.{info.name}"))
+            modules.append(importlib.import_module(name))
         except Exception as exc:
             if not allow_import_errors:
                 raise
-            warnings.warn(f"skipping flowtorch.bijectors.{info.name}: {exc!r}", stacklevel=2)
+            warnings.warn(f"skipping {name}: {exc!r}", stacklevel=2)
     return modules
 
 
@@ -424,17 +435,14 @@ def render_api(modules: list[ModuleType]) -> str:
         "      members: false",
         "",
         "The [table of bijectors](../bijectors.md) compares them by domain, inverse and cost;",
-        "[Write a new bijector](../how-to/new-bijector.md) explains the base class.",
+        "[Write a new bijector](../how-to/new-bijector.md) explains the base class, which lives in",
+        "[`flowtorch.core`](core.md) with `Compose`, `Invert` and the combinators.",
         "",
     ]
     for module in modules:
-        short = module.__name__.rsplit(".", 1)[-1]
-        if short == "mode":
-            continue  # documented on the flowtorch page
-        lines += [f"::: {module.__name__}", "    options:", "      show_root_heading: true"]
-        if short == "base":
-            lines.append("      members: [Bijector]")
-        lines.append("")
+        if module.__name__.startswith("flowtorch.core."):
+            continue  # documented on the flowtorch.core page
+        lines += [f"::: {module.__name__}", "    options:", "      show_root_heading: true", ""]
     return "\n".join(lines)
 
 

@@ -42,7 +42,7 @@ needs_fused_cpu_optimizers = pytest.mark.skipif(
 
 #: ``torch.compile`` of a flow outside ``BijectiveMode`` (``log_prob``, a training step, with
 #: ``fullgraph=True``): Dynamo traces the bijectors' call path from torch 2.12 on. Older Dynamo
-#: stops at one of three constructs in ``Bijector`` (flowtorch/bijectors/base.py): attribute
+#: stops at one of three constructs in ``Bijector`` (flowtorch/core/bijector.py): attribute
 #: caches written on a module, after which 2.1 cannot trace its ``parameters()``; ``next()`` with
 #: a default (2.5, 2.6); a tuple indexed by a bool (2.9, 2.11). Seen on those releases.
 COMPILES_FLOWS = RELEASE >= (2, 12)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core.bijector import Bijector
 
 __all__ = ["CONTEXT_SHAPE", "D", "Case", "check_a_context_batch_wider_than_the_input", "perturb"]
 

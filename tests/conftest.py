@@ -17,7 +17,7 @@ from tests.case import CONTEXT_SHAPE, Case, D
 from torch.distributions import transform_to
 
 import flowtorch.bijectors as bij
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core.bijector import Bijector
 
 torch.set_num_threads(1)
 

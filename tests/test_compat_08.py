@@ -105,7 +105,7 @@ def test_sampling_through_a_maf_says_once_that_it_is_sequential_and_names_the_ia
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """0.8's AffineAutoregressive ran the other way round; the first slow sample says so."""
-    from flowtorch.bijectors import base as _base
+    from flowtorch.core import bijector as _base
 
     monkeypatch.setattr(_base, "_WARNED_SEQUENTIAL", set())
     d = 16

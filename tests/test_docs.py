@@ -30,7 +30,7 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core.bijector import Bijector
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

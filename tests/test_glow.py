@@ -9,10 +9,10 @@ import torch
 
 import flowtorch
 import flowtorch.distributions as dist
-from flowtorch.bijectors.base import Bijector
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
-from flowtorch.bijectors.combine import FactorOut
 from flowtorch.bijectors.reshape import Squeeze, Unsqueeze
+from flowtorch.core.bijector import Bijector
+from flowtorch.core.combinators import FactorOut
 from flowtorch.parameters.base import Parameters
 from flowtorch.recipes_glow import Glow
 

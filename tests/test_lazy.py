@@ -12,7 +12,7 @@ import torch
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
-from flowtorch.lazy import Plan
+from flowtorch.core.lazy import Plan
 
 
 def test_class_without_shape_is_a_plan() -> None:

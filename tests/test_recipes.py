@@ -13,7 +13,7 @@ import torch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
-from flowtorch.lazy import Plan
+from flowtorch.core.lazy import Plan
 from flowtorch.recipes import IAF, MAF, NSF, RealNVP
 
 RECIPES: dict[str, Callable[..., Plan[Any]]] = {

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowtorch._shapes import broadcast_shapes, broadcastable
+from flowtorch.core.shapes import broadcast_shapes, broadcastable
 
 shape = st.lists(st.sampled_from([0, 1, 2, 3]), max_size=4).map(tuple)
 

@@ -26,7 +26,7 @@ from torch.distributions import constraints
 import flowtorch
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
 
 __all__ = ["SinhArcsinh"]
 

@@ -1,7 +1,7 @@
 """flowtorch: normalizing flows and bijectors for PyTorch, with caching by ``BijectiveMode``."""
 
-from flowtorch.bijectors.mode import BijectiveMode, CacheMissWarning
-from flowtorch.lazy import Lazy, Plan
+from flowtorch.core.lazy import Lazy, Plan
+from flowtorch.core.mode import BijectiveMode, CacheMissWarning
 
 __version__ = "0.9.0"
 

@@ -1,6 +1,6 @@
 r"""Ready-made flows: functions that return *plans* of well-known architectures.
 
-Each recipe returns a :class:`~flowtorch.lazy.Plan` of a
+Each recipe returns a :class:`~flowtorch.core.lazy.Plan` of a
 :class:`~flowtorch.bijectors.Compose`, which ``flowtorch.distributions.Flow(base, plan)``
 builds for the base distribution's event shape (or ``plan(shape=...)`` builds directly). A
 conditional recipe takes ``context_shape`` (or give it to ``Flow``); the context then reaches
@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowtorch._args import positive_int, positive_ints
 from flowtorch.bijectors.affine import AffineAutoregressive
-from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
 from flowtorch.bijectors.spline import SplineAutoregressive
-from flowtorch.lazy import Plan
+from flowtorch.core.compose import Compose, Invert
+from flowtorch.core.lazy import Plan
+from flowtorch.core.validation import positive_int, positive_ints
 from flowtorch.parameters.coupling import DenseCoupling
 from flowtorch.parameters.dense_autoregressive import DenseAutoregressive
 

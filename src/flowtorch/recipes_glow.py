@@ -1,6 +1,6 @@
 r"""Glow: a multi-scale flow on images, written with the library's bijectors alone.
 
-The recipe returns a :class:`~flowtorch.lazy.Plan`; ``flowtorch.distributions.Flow(base, plan)``
+The recipe returns a :class:`~flowtorch.core.lazy.Plan`; ``flowtorch.distributions.Flow(base, plan)``
 builds it for the base distribution's ``(C, H, W)`` event shape.
 """
 
@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
-from flowtorch.bijectors.combine import FactorOut
-from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.reshape import Squeeze, Unsqueeze
 from flowtorch.bijectors.reverse import Reverse
-from flowtorch.lazy import Plan
+from flowtorch.core.combinators import FactorOut
+from flowtorch.core.compose import Compose, Invert
+from flowtorch.core.lazy import Plan
 from flowtorch.parameters.conv_coupling import ConvCoupling
 
 __all__ = ["Glow"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from tests.case import Case
 
-from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.ffjord import FFJORD
 from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.bijectors.naf import BlockNeuralAutoregressive, NeuralAutoregressive
 from flowtorch.bijectors.permute import Permute
+from flowtorch.core.compose import Compose, Invert
 from flowtorch.parameters import DenseAutoregressive
 
 __all__ = ["CASES", "CUSTOM"]

@@ -16,11 +16,11 @@ import torch
 from tests.case import Case
 
 from flowtorch.bijectors.affine import Affine
-from flowtorch.bijectors.base import Bijector
-from flowtorch.bijectors.compose import Compose
 from flowtorch.bijectors.conv import Invertible1x1Conv
 from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
+from flowtorch.core.bijector import Bijector
+from flowtorch.core.compose import Compose
 
 __all__ = ["CASES", "CUSTOM"]
 

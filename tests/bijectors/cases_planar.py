@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from tests.case import Case
 
-from flowtorch.bijectors.compose import Compose
 from flowtorch.bijectors.planar import Planar, Radial
 from flowtorch.bijectors.residual import ResidualFlow
 from flowtorch.bijectors.sylvester import Sylvester
+from flowtorch.core.compose import Compose
 
 __all__ = ["CASES", "CUSTOM"]
 

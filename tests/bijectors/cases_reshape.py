@@ -7,9 +7,9 @@ from tests.case import Case
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
-from flowtorch.bijectors.combine import Cat, FactorOut, Stack
 from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
 from flowtorch.bijectors.reverse import Reverse
+from flowtorch.core.combinators import Cat, FactorOut, Stack
 from flowtorch.parameters.conv_coupling import ConvCoupling
 
 __all__ = ["CASES", "CUSTOM"]

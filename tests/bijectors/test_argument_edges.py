@@ -11,7 +11,7 @@ import torch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
 from flowtorch.bijectors import ffjord, linear, monotonic, naf, normalization, reshape, residual
-from flowtorch.bijectors.combine import Cat, Stack
+from flowtorch.core.combinators import Cat, Stack
 
 S = torch.Size
 

@@ -15,7 +15,7 @@ from tests.conftest import CASES, WRAPPERS, Case, bijector_classes, context_for,
 
 import flowtorch
 import flowtorch.bijectors as bij
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core.bijector import Bijector
 
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-9, rtol=1e-9)}
 

@@ -12,9 +12,9 @@ from tests._torch import needs_fused_cpu_optimizers
 
 import flowtorch
 from flowtorch.bijectors.affine import Affine
-from flowtorch.bijectors.compose import Compose
 from flowtorch.bijectors.conv import Invertible1x1Conv
 from flowtorch.bijectors.linear import Householder, LULinear
+from flowtorch.core.compose import Compose
 from flowtorch.parameters import Tensor
 
 DT = torch.float64

@@ -17,8 +17,8 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector
-from flowtorch.bijectors.mode import entry_of, has_entry
+from flowtorch.core.bijector import Bijector
+from flowtorch.core.mode import entry_of, has_entry
 
 D = 4
 

@@ -26,8 +26,8 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors import mode as _mode
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core import mode as _mode
+from flowtorch.core.bijector import Bijector
 
 D = 3
 TORCH = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])

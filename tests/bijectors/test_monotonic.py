@@ -13,7 +13,7 @@ import torch
 from tests.case import perturb
 
 from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
-from flowtorch.lazy import Plan
+from flowtorch.core.lazy import Plan
 from flowtorch.ops.numerical import quadrature
 from flowtorch.parameters import DenseAutoregressive, Parameters
 

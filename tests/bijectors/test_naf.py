@@ -12,7 +12,6 @@ from tests.case import perturb
 
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.compose import Compose
 from flowtorch.bijectors.naf import (
     _MIN_SLOPE,
     _SOFTPLUS_ONE,
@@ -21,6 +20,7 @@ from flowtorch.bijectors.naf import (
     _deep_sigmoid,
 )
 from flowtorch.bijectors.reverse import Reverse
+from flowtorch.core.compose import Compose
 
 F64 = torch.float64
 

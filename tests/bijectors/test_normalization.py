@@ -10,9 +10,9 @@ import torch
 
 import flowtorch
 import flowtorch.distributions as dist
-from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.linear import LULinear
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
+from flowtorch.core.compose import Compose, Invert
 from flowtorch.parameters import Tensor
 
 DT = torch.float64

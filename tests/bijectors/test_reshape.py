@@ -12,10 +12,10 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.combine import Cat, FactorOut, Stack
 from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
 from flowtorch.bijectors.reverse import Reverse
-from flowtorch.lazy import Plan
+from flowtorch.core.combinators import Cat, FactorOut, Stack
+from flowtorch.core.lazy import Plan
 
 S = torch.Size
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import flowtorch
-from flowtorch.bijectors.compose import Compose
 from flowtorch.bijectors.residual import FixedPointWarning, ResidualFlow, SpectralNormLinear
+from flowtorch.core.compose import Compose
 from flowtorch.distributions import Flow
 
 DT = torch.float64

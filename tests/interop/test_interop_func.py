@@ -14,8 +14,8 @@ from torch.func import functional_call, grad, jacrev, vmap
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector
 from flowtorch.bijectors.coupling import AffineCoupling
+from flowtorch.core.bijector import Bijector
 
 D = 3
 F64 = torch.float64

@@ -37,7 +37,7 @@ from torch.distributions import (
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.recipes as recipes
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core.bijector import Bijector
 
 F64 = torch.float64
 

@@ -23,9 +23,9 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector
 from flowtorch.bijectors.coupling import AffineCoupling
 from flowtorch.bijectors.reshape import Reshape
+from flowtorch.core.bijector import Bijector
 from flowtorch.interop import BijectorTransform, to_transform, to_transformed_distribution
 
 D = 3

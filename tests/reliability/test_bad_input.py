@@ -21,8 +21,8 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
 from flowtorch.recipes import IAF, MAF, NSF, RealNVP
 
 SRC = pathlib.Path(flowtorch.__file__).parent

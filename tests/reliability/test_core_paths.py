@@ -15,9 +15,9 @@ import torch
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.bijectors.mode import entry_of, has_entry
-from flowtorch.lazy import Lazy, Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Lazy, Plan
+from flowtorch.core.mode import entry_of, has_entry
 
 
 class Doubling(Bijector):

@@ -45,8 +45,8 @@ from tests.conftest import CASES, domain_sample
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
-from flowtorch.bijectors import mode as _mode
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core import mode as _mode
+from flowtorch.core.bijector import Bijector
 
 F64 = torch.float64
 TORCH = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])

@@ -22,8 +22,8 @@ from torch.distributions import constraints
 
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
-from flowtorch.bijectors.base import Bijector
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector
+from flowtorch.core.lazy import Plan
 from flowtorch.ops.spline import _knots  # the knot positions the splines use (private helper)
 from flowtorch.recipes import IAF, MAF, NSF, RealNVP
 

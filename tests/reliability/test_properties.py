@@ -26,8 +26,8 @@ from tests.conftest import CASES, CONTEXT_SHAPE, Case, domain_sample
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
-from flowtorch.bijectors.base import Bijector
-from flowtorch.bijectors.mode import STATE, has_entry
+from flowtorch.core.bijector import Bijector
+from flowtorch.core.mode import STATE, has_entry
 
 PER_CASE = settings(
     max_examples=2,

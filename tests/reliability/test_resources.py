@@ -18,8 +18,8 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors import mode as _mode
-from flowtorch.bijectors.base import Bijector
+from flowtorch.core import mode as _mode
+from flowtorch.core.bijector import Bijector
 from flowtorch.recipes import IAF, MAF, NSF, RealNVP
 
 

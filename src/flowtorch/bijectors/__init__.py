@@ -4,17 +4,13 @@ Importing this package defines classes only; no bijector is built at import time
 """
 
 from flowtorch.bijectors.affine import Affine, AffineAutoregressive, AffineFixed
-from flowtorch.bijectors.base import Bijector, SequentialSamplingWarning
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
 from flowtorch.bijectors.circular import CircularSpline
-from flowtorch.bijectors.combine import Cat, FactorOut, Stack
-from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.conv import Invertible1x1Conv
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
 from flowtorch.bijectors.elementwise import ELU, Exp, LeakyReLU, Power, Sigmoid, Softplus, Tanh
 from flowtorch.bijectors.ffjord import FFJORD
 from flowtorch.bijectors.linear import Householder, LULinear
-from flowtorch.bijectors.mode import BijectiveMode, CacheMissWarning
 from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.bijectors.naf import BlockNeuralAutoregressive, NeuralAutoregressive
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
@@ -25,6 +21,10 @@ from flowtorch.bijectors.residual import FixedPointWarning, InvertibleResNet, Re
 from flowtorch.bijectors.reverse import Reverse
 from flowtorch.bijectors.spline import Spline, SplineAutoregressive
 from flowtorch.bijectors.sylvester import Sylvester
+from flowtorch.core.bijector import Bijector, SequentialSamplingWarning
+from flowtorch.core.combinators import Cat, FactorOut, Stack
+from flowtorch.core.compose import Compose, Invert
+from flowtorch.core.mode import BijectiveMode, CacheMissWarning
 
 __all__ = [
     "FixedPointWarning",

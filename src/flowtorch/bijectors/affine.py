@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
 from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters import DenseAutoregressive, Tensor
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params, build
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params, build
+from flowtorch.core.lazy import Plan
 from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters.conv_coupling import ConvCoupling
 

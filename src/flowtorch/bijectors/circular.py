@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Params
 from flowtorch.bijectors.spline import _SplineMap
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Params
+from flowtorch.core.lazy import Plan
 from flowtorch.ops import circular_rational_quadratic_spline
 from flowtorch.parameters import Tensor
 

@@ -7,9 +7,9 @@ from typing import Any, cast
 
 import torch
 
-from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.bijectors.spline import _IDENTITY_DERIVATIVE
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
 from flowtorch.ops import rational_quadratic_spline
 from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters.coupling import DenseCoupling, _as_slice, _take_last

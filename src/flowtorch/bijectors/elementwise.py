@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
 
 __all__ = ["ELU", "Exp", "LeakyReLU", "Power", "Sigmoid", "Softplus", "Tanh"]
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch._shapes import broadcast_shapes
-from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
+from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.ops.ode import METHODS, State, odeint, odeint_adjoint
 from flowtorch.parameters import Tensor
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.distributions import constraints
 from typing_extensions import Self
 
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
 
 __all__ = ["Householder", "LULinear"]
 

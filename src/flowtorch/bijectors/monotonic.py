@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
 from flowtorch.ops.numerical import (
     attach_root_gradient,
     bisect_monotone,

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch._compat import is_compiling
-from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.bijectors.monotonic import SOLVERS, _Monotone, _positive_int
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.compat import is_compiling
+from flowtorch.core.lazy import Plan
 from flowtorch.ops.numerical import bisect_monotone, newton_monotone, refuse_second_order
 from flowtorch.parameters import DenseAutoregressive, Tensor
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
 
 __all__ = ["ActNorm", "BatchNorm"]
 

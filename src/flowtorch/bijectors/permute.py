@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
 
 __all__ = ["Permute"]
 

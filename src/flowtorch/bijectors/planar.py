@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
 from flowtorch.parameters import Tensor
 
 __all__ = ["Planar", "Radial", "solve_shifted_tanh"]

@@ -12,18 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.shapes import swap_event
 
 __all__ = ["Reshape", "Squeeze", "Unsqueeze"]
-
-
-def _swap_event(name: str, shape: torch.Size, event_in: torch.Size, event_out: torch.Size) -> torch.Size:
-    """``batch + event_in`` -> ``batch + event_out`` (``shape`` may include batch dims)."""
-    shape = torch.Size(shape)
-    n = len(event_in)
-    if len(shape) < n or shape[len(shape) - n :] != event_in:
-        raise ValueError(f"{name}: shape {tuple(shape)} does not end with the event shape {tuple(event_in)}")
-    return shape[: len(shape) - n] + event_out
 
 
 def _target(shape: torch.Size, target_shape: Sequence[int]) -> torch.Size:
@@ -89,10 +81,10 @@ class Reshape(Bijector):
         return len(self.shape)
 
     def forward_shape(self, shape: torch.Size) -> torch.Size:
-        return _swap_event("Reshape", shape, self.shape, self.target_shape)
+        return swap_event("Reshape", shape, self.shape, self.target_shape)
 
     def inverse_shape(self, shape: torch.Size) -> torch.Size:
-        return _swap_event("Reshape", shape, self.target_shape, self.shape)
+        return swap_event("Reshape", shape, self.target_shape, self.shape)
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         return x.reshape(self.forward_shape(x.shape))
@@ -224,7 +216,7 @@ class Unsqueeze(Squeeze):
     .. math:: y_{c,\; h f + i,\; w f + j} = x_{c f^2 + i f + j,\; h,\; w}, \qquad \log|\det J| = 0.
 
     A multi-scale flow that keeps the event shape of the data ends each scale with it (see
-    :class:`~flowtorch.bijectors.combine.FactorOut`). ``C`` must be divisible by :math:`f^2`.
+    :class:`~flowtorch.core.combinators.FactorOut`). ``C`` must be divisible by :math:`f^2`.
 
     References: Dinh et al., "Density estimation using Real NVP", 2017; Kingma and Dhariwal,
     "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018.

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import constraints
 
-from flowtorch._shapes import broadcast_shapes
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.shapes import broadcast_shapes
 
 __all__ = ["FixedPointWarning", "InvertibleResNet", "ResidualFlow", "SpectralNormLinear"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.base import Bijector, Params
+from flowtorch.core.bijector import Bijector, Params
 
 __all__ = ["Reverse"]
 

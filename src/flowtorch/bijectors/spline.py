@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from flowtorch.bijectors.base import Bijector, Params
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
 from flowtorch.ops import identity_derivative, linear_rational_spline, rational_quadratic_spline
 from flowtorch.parameters import DenseAutoregressive, Tensor
 

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
-from flowtorch._shapes import broadcast_shapes
-from flowtorch.bijectors.base import Bijector, Params
 from flowtorch.bijectors.planar import solve_shifted_tanh
-from flowtorch.lazy import Plan
+from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.lazy import Plan
+from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.parameters import Tensor
 
 __all__ = ["Sylvester"]

@@ -12,10 +12,10 @@ from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
 
-from flowtorch._args import as_size
-from flowtorch._compat import is_compiling
-from flowtorch._shapes import broadcast_shapes, broadcastable
-from flowtorch.bijectors.base import Bijector, build, unintercepted
+from flowtorch.core.bijector import Bijector, build, unintercepted
+from flowtorch.core.compat import is_compiling
+from flowtorch.core.shapes import broadcast_shapes, broadcastable
+from flowtorch.core.validation import as_size
 
 __all__ = ["Flow"]
 

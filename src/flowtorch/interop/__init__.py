@@ -54,13 +54,13 @@ from torch.distributions import (
     constraints,
 )
 
-from flowtorch._shapes import broadcast_shapes
 from flowtorch.bijectors.affine import Affine, AffineFixed
-from flowtorch.bijectors.base import Bijector
-from flowtorch.bijectors.compose import Compose, Invert
 from flowtorch.bijectors.elementwise import ELU, Exp, LeakyReLU, Power, Sigmoid, Softplus, Tanh
-from flowtorch.bijectors.mode import BijectiveMode
 from flowtorch.bijectors.spline import Spline
+from flowtorch.core.bijector import Bijector
+from flowtorch.core.compose import Compose, Invert
+from flowtorch.core.mode import BijectiveMode
+from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.distributions.flow import Flow
 
 __all__ = ["BijectorTransform", "to_pyro", "to_transform", "to_transformed_distribution"]
@@ -123,7 +123,7 @@ def _check_context(b: Bijector, context: torch.Tensor | None) -> None:
 
 
 class BijectorTransform(Transform):
-    r"""A flowtorch :class:`~flowtorch.bijectors.base.Bijector` as a ``torch.distributions.Transform``.
+    r"""A flowtorch :class:`~flowtorch.core.bijector.Bijector` as a ``torch.distributions.Transform``.
 
     ``t(x)`` is ``bijector.forward(x, context)``, ``t.inv(y)`` is ``bijector.inverse(y, context)``
     and ``t.log_abs_det_jacobian(x, y)`` is ``bijector.log_abs_det_jacobian(x, y, context)``:

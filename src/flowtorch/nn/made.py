@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch._compat import is_compiling as _is_compiling  # (a module global: tests patch it)
+from flowtorch.core.compat import is_compiling as _is_compiling  # (a module global: tests patch it)
 
 __all__ = ["MaskedLinear", "made_degrees", "made_masks"]
 

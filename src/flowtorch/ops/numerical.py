@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowtorch._compat import is_compiling
-from flowtorch._shapes import broadcast_shapes
+from flowtorch.core.compat import is_compiling
+from flowtorch.core.shapes import broadcast_shapes
 
 __all__ = [
     "attach_root_gradient",

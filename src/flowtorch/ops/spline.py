@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowtorch._shapes import broadcast_shapes
+from flowtorch.core.shapes import broadcast_shapes
 
 __all__ = [
     "circular_rational_quadratic_spline",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from flowtorch.lazy import LazyModule
+from flowtorch.core.lazy import LazyModule
 
 __all__ = ["Parameters"]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from flowtorch._shapes import broadcast_shapes
+from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.parameters.base import Parameters
 
 __all__ = ["ConvCoupling"]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from flowtorch._args import positive_ints
+from flowtorch.core.validation import positive_ints
 from flowtorch.parameters.base import Parameters
 
 __all__ = ["DenseCoupling"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from flowtorch._args import positive_ints
+from flowtorch.core.validation import positive_ints
 from flowtorch.nn.made import MaskedLinear, fixed_masked_weights, made_degrees, made_masks
 from flowtorch.parameters.base import Parameters
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["broadcast_shapes", "broadcastable"]
+__all__ = ["broadcast_shapes", "broadcastable", "swap_event"]
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
@@ -73,3 +73,13 @@ def _broadcast(shapes: Sequence[Sequence[int]]) -> torch.Size | None:
             elif size != 1 and size != current:
                 return None
     return torch.Size(out)
+
+
+def swap_event(name: str, shape: torch.Size, event_in: torch.Size, event_out: torch.Size) -> torch.Size:
+    """``batch + event_in`` -> ``batch + event_out`` (``shape`` may include batch dims): the
+    ``forward_shape``/``inverse_shape`` of a bijector that changes its event's shape."""
+    shape = torch.Size(shape)
+    n = len(event_in)
+    if len(shape) < n or shape[len(shape) - n :] != event_in:
+        raise ValueError(f"{name}: shape {tuple(shape)} does not end with the event shape {tuple(event_in)}")
+    return shape[: len(shape) - n] + event_out
