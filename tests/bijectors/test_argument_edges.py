@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import flowtorch.bijectors as bij
+import flowtorch.nn as fnn
 import flowtorch.parameters as params
 from flowtorch.bijectors import ffjord, linear, monotonic, naf, normalization, reshape, residual
 from flowtorch.core.combinators import Cat, Stack
@@ -40,7 +41,7 @@ VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
     ("Stack of nothing", lambda: Stack([])(shape=S([2])), "Stack needs at least one bijector"),
     (
         "ODEMLP activation",
-        lambda: ffjord.ODEMLP(2, (4,), activation="relu6"),
+        lambda: fnn.ODEMLP(2, (4,), activation="relu6"),
         r"ODEMLP: activation must be one of \('tanh', 'softplus'\), got 'relu6'",
     ),
     ("FFJORD scalar", lambda: ffjord.FFJORD()(shape=S([])), "FFJORD needs an event of at least one dim"),
@@ -97,7 +98,7 @@ VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
     ),
     (
         "SpectralNormLinear coefficient",
-        lambda: residual.SpectralNormLinear(2, 2, coefficient=0.0),
+        lambda: fnn.SpectralNormLinear(2, 2, coefficient=0.0),
         "SpectralNormLinear: coefficient must be positive, got 0.0",
     ),
     (

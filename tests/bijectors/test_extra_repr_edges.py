@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+import flowtorch.nn as fnn
 from flowtorch.bijectors import (
     affine,
     coupling,
@@ -105,7 +106,7 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("Reshape", lambda: reshape.Reshape((3, -1))(shape=S([2, 3])), "shape=(2, 3), target_shape=(3, 2)"),
     (
         "SpectralNormLinear",
-        lambda: residual.SpectralNormLinear(3, 4, coefficient=0.5, bias=False, exact=True),
+        lambda: fnn.SpectralNormLinear(3, 4, coefficient=0.5, bias=False, exact=True),
         "in_features=3, out_features=4, coefficient=0.5, bias=False, exact=True",
     ),
     (

@@ -30,6 +30,7 @@ from torch import nn
 
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
+from flowtorch.nn.integrand import IntegrandNet
 from flowtorch.ops.numerical import (
     attach_root_gradient,
     bisect_monotone,
@@ -334,30 +335,6 @@ def _log_bernstein_basis(degree: int, log_u: torch.Tensor, log_1mu: torch.Tensor
     return log_binom + k * log_u + (degree - k) * log_1mu
 
 
-class _Integrand(nn.Module):
-    """The pre-activation :math:`z(t, h)` of UMNN's integrand: an MLP on ``[t, h]``."""
-
-    def __init__(self, embedding_dim: int, hidden_dims: Sequence[int], nonlinearity: Callable[[], nn.Module]):
-        super().__init__()
-        width = hidden_dims[0]
-        self.time = nn.Linear(1, width)
-        self.embedding = nn.Linear(embedding_dim, width, bias=False)
-        self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(hidden_dims[:-1], hidden_dims[1:]))
-        self.output = nn.Linear(hidden_dims[-1], 1)
-        nn.init.zeros_(self.output.weight)  # the integrand starts at ELU(0) + 1 = 1: the identity
-        nn.init.zeros_(self.output.bias)
-        self.activation = nonlinearity()
-
-    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Pre-activations ``S + (n,)`` at points ``t`` (``S + (n,)``), embeddings ``h`` (``S + (E,)``)."""
-        a = self.time(t[..., None]) + self.embedding(h)[..., None, :]
-        a = self.activation(a)
-        for layer in self.hidden:
-            a = self.activation(layer(a))
-        out: torch.Tensor = self.output(a)[..., 0]
-        return out
-
-
 class UMNN(_Monotone):
     r"""Unconstrained monotonic neural network transformer: the integral of a positive network.
 
@@ -437,7 +414,7 @@ class UMNN(_Monotone):
             tol=tol,
             max_iter=max_iter,
         )
-        self.integrand = _Integrand(self.embedding_dim, hidden, nonlinearity)
+        self.integrand = IntegrandNet(self.embedding_dim, hidden, nonlinearity)
 
     def param_shapes(self) -> tuple[torch.Size, ...]:
         return (torch.Size((*self.shape, self.embedding_dim)), self.shape)

@@ -76,8 +76,22 @@ def _broadcast(shapes: Sequence[Sequence[int]]) -> torch.Size | None:
 
 
 def swap_event(name: str, shape: torch.Size, event_in: torch.Size, event_out: torch.Size) -> torch.Size:
-    """``batch + event_in`` -> ``batch + event_out`` (``shape`` may include batch dims): the
-    ``forward_shape``/``inverse_shape`` of a bijector that changes its event's shape."""
+    """``batch + event_in`` -> ``batch + event_out``: the ``forward_shape``/``inverse_shape`` of a
+    bijector that changes its event's shape.
+
+    Reference: ``torch.distributions.transforms.ReshapeTransform.forward_shape`` (PyTorch
+    documentation), which maps shapes the same way.
+
+    Args:
+        name: the bijector's name, for the error.
+        shape: ``batch + event_in`` (any number of batch dims).
+        event_in: the event shape ``shape`` must end with.
+        event_out: the event shape that replaces it.
+
+    Example:
+        >>> swap_event("Reshape", torch.Size([5, 2, 3]), torch.Size([2, 3]), torch.Size([6]))
+        torch.Size([5, 6])
+    """
     shape = torch.Size(shape)
     n = len(event_in)
     if len(shape) < n or shape[len(shape) - n :] != event_in:
