@@ -248,7 +248,7 @@ FAMILIES: list[tuple[str, tuple[str, ...]]] = [
     ("Coupling", ("coupling", "channel_coupling")),
     ("Linear maps, permutations, normalisation", ("linear", "conv", "permute", "reverse", "normalization")),
     ("Shapes and combinators", ("reshape", "combinators", "compose")),
-    ("Planar, Sylvester and residual flows", ("planar", "sylvester", "residual")),
+    ("Planar, radial, Sylvester and residual flows", ("planar", "radial", "sylvester", "residual")),
     ("Monotone neural transformers and continuous flows", ("monotonic", "naf", "ffjord")),
 ]
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from tests.case import Case
 
-from flowtorch.bijectors.planar import Planar, Radial
+from flowtorch.bijectors.planar import Planar
+from flowtorch.bijectors.radial import Radial
 from flowtorch.bijectors.residual import ResidualFlow
 from flowtorch.bijectors.sylvester import Sylvester
 from flowtorch.core.compose import Compose

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import flowtorch
 import flowtorch.bijectors.planar as planar_module
 import flowtorch.bijectors.sylvester as sylvester_module
-from flowtorch.bijectors.planar import Planar, Radial, solve_shifted_tanh
+from flowtorch.bijectors.planar import Planar, solve_shifted_tanh
+from flowtorch.bijectors.radial import Radial
 from flowtorch.bijectors.sylvester import Sylvester
 from flowtorch.core.compose import Compose
 from flowtorch.distributions import Flow

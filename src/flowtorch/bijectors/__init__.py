@@ -15,7 +15,8 @@ from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.bijectors.naf import BlockNeuralAutoregressive, NeuralAutoregressive
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
 from flowtorch.bijectors.permute import Permute
-from flowtorch.bijectors.planar import Planar, Radial
+from flowtorch.bijectors.planar import Planar
+from flowtorch.bijectors.radial import Radial
 from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
 from flowtorch.bijectors.residual import FixedPointWarning, InvertibleResNet, ResidualFlow
 from flowtorch.bijectors.reverse import Reverse

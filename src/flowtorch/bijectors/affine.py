@@ -9,6 +9,7 @@ import torch
 
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
+from flowtorch.core.validation import nonscalar_event
 from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
@@ -138,8 +139,7 @@ class AffineAutoregressive(Affine):
         log_scale_max_clip: float = 3.0,
         sigmoid_bias: float = 2.0,
     ) -> None:
-        if len(torch.Size(shape)) < 1:
-            raise ValueError("AffineAutoregressive needs an event of at least one dim")
+        nonscalar_event("AffineAutoregressive", shape)
         super().__init__(
             params_fn,
             shape=shape,

@@ -10,6 +10,7 @@ import torch
 from flowtorch.bijectors.spline import _IDENTITY_DERIVATIVE
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
+from flowtorch.core.validation import nonscalar_event
 from flowtorch.ops import rational_quadratic_spline
 from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters.coupling import DenseCoupling, _as_slice, _take_last
@@ -49,9 +50,7 @@ def coupling_mask(
         >>> coupling_mask((5,), "half", flip=True)
         tensor([False, False, False,  True,  True])
     """
-    shape = torch.Size(shape)
-    if len(shape) < 1:
-        raise ValueError("coupling layers need an event of at least one dim, got shape ()")
+    shape = nonscalar_event("a coupling layer", shape)
     n = shape[-1]
     if isinstance(mask, str):
         if mask == "alternate":

@@ -10,6 +10,7 @@ import torch
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
+from flowtorch.core.validation import nonscalar_event
 from flowtorch.nn.ode import ACTIVATIONS, ODEMLP
 from flowtorch.ops.ode import METHODS, State, odeint, odeint_adjoint
 from flowtorch.parameters import Tensor
@@ -90,8 +91,7 @@ class FFJORD(Bijector):
         adjoint: bool = False,
         context_features: int = 8,
     ) -> None:
-        if len(torch.Size(shape)) < 1:
-            raise ValueError("FFJORD needs an event of at least one dim")
+        nonscalar_event("FFJORD", shape)
         hidden = tuple(hidden_dims)
         if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
             raise ValueError(f"FFJORD: hidden_dims must be positive integers, got {hidden_dims!r}")

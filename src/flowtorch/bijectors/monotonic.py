@@ -30,6 +30,7 @@ from torch import nn
 
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
+from flowtorch.core.validation import nonscalar_event
 from flowtorch.nn.integrand import IntegrandNet
 from flowtorch.ops.numerical import (
     attach_root_gradient,
@@ -194,8 +195,7 @@ class SOSPolynomial(_Monotone):
         tol: float | None = None,
         max_iter: int = 100,
     ) -> None:
-        if len(torch.Size(shape)) < 1:
-            raise ValueError("SOSPolynomial needs an event of at least one dim")
+        nonscalar_event("SOSPolynomial", shape)
         self.count = _positive_int("SOSPolynomial", "count", count)
         self.degree = _positive_int("SOSPolynomial", "degree", degree, minimum=0)
         if not min_slope > 0:
@@ -394,8 +394,7 @@ class UMNN(_Monotone):
         tol: float | None = None,
         max_iter: int = 100,
     ) -> None:
-        if len(torch.Size(shape)) < 1:
-            raise ValueError("UMNN needs an event of at least one dim")
+        nonscalar_event("UMNN", shape)
         self.embedding_dim = _positive_int("UMNN", "embedding_dim", embedding_dim)
         hidden = tuple(hidden_dims)
         if not hidden:

@@ -20,6 +20,7 @@ from flowtorch.bijectors.monotonic import SOLVERS, _Monotone, _positive_int
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.lazy import Plan
+from flowtorch.core.validation import nonscalar_event
 from flowtorch.ops.numerical import bisect_monotone, newton_monotone, refuse_second_order
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
@@ -95,8 +96,7 @@ class NeuralAutoregressive(_Monotone):
         tol: float | None = None,
         max_iter: int = 100,
     ) -> None:
-        if len(torch.Size(shape)) < 1:
-            raise ValueError("NeuralAutoregressive needs an event of at least one dim")
+        nonscalar_event("NeuralAutoregressive", shape)
         self.hidden_units = _positive_int("NeuralAutoregressive", "hidden_units", hidden_units)
         super().__init__(
             Plan(DenseAutoregressive) if params_fn is None else params_fn,
@@ -203,8 +203,7 @@ class BlockNeuralAutoregressive(Bijector):
         max_iter: int = 100,
     ) -> None:
         name = "BlockNeuralAutoregressive"
-        if len(torch.Size(shape)) < 1:
-            raise ValueError(f"{name} needs an event of at least one dim")
+        nonscalar_event(name, shape)
         self.hidden_units = _positive_int(name, "hidden_units", hidden_units)
         self.hidden_layers = _positive_int(name, "hidden_layers", hidden_layers, minimum=0)
         if not slope >= 0:

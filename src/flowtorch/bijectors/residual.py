@@ -28,6 +28,7 @@ from torch.distributions import constraints
 
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.shapes import broadcast_shapes
+from flowtorch.core.validation import vector_event
 from flowtorch.nn.spectral import SpectralNormLinear
 
 __all__ = ["FixedPointWarning", "InvertibleResNet", "ResidualFlow"]
@@ -242,9 +243,7 @@ class ResidualFlow(Bijector):
                 f"{name} keeps its network on itself and takes no conditioner (params_fn), got "
                 f"{params_fn!r}; a context_shape makes it conditional"
             )
-        shape = torch.Size(shape)
-        if len(shape) != 1:
-            raise ValueError(f"{name} acts on a vector event (shape (D,)), got shape {tuple(shape)}")
+        shape = vector_event(name, shape)
         hidden = tuple(int(h) for h in hidden_dims)
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(

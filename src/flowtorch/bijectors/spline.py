@@ -8,6 +8,7 @@ import torch
 
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
+from flowtorch.core.validation import nonscalar_event
 from flowtorch.ops import identity_derivative, linear_rational_spline, rational_quadratic_spline
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
@@ -166,8 +167,7 @@ class SplineAutoregressive(Spline):
         bound: float = 3.0,
         order: str = "quadratic",
     ) -> None:
-        if len(torch.Size(shape)) < 1:
-            raise ValueError("SplineAutoregressive needs an event of at least one dim")
+        nonscalar_event("SplineAutoregressive", shape)
         super().__init__(
             params_fn,
             shape=shape,

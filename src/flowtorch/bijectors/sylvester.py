@@ -11,6 +11,7 @@ from flowtorch.bijectors.planar import solve_shifted_tanh
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
+from flowtorch.core.validation import vector_event
 from flowtorch.parameters import Tensor
 
 __all__ = ["Sylvester"]
@@ -91,9 +92,7 @@ class Sylvester(Bijector):
         flip: bool = False,
     ) -> None:
         name = type(self).__name__
-        shape = torch.Size(shape)
-        if len(shape) != 1:
-            raise ValueError(f"{name} acts on a vector event (shape (D,)), got shape {tuple(shape)}")
+        shape = vector_event(name, shape)
         d = shape[0]
         if variant not in _VARIANTS:
             raise ValueError(f"{name}: variant must be one of {_VARIANTS}, got {variant!r}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_size", "positive_int", "positive_ints"]
+__all__ = ["as_size", "nonscalar_event", "positive_int", "positive_ints", "vector_event"]
 
 
 def _integer(value: Any) -> int | None:
@@ -103,3 +103,45 @@ def positive_ints(value: Any, what: str) -> tuple[int, ...]:
     if any(s is None or s < 1 for s in sizes):
         raise ValueError(f"{what} must be one or more positive integers, got {tuple(value)!r}")
     return tuple(s for s in sizes if s is not None)
+
+
+def vector_event(name: str, shape: torch.Size | tuple[int, ...]) -> torch.Size:
+    """``shape`` as a ``torch.Size`` if it is a vector event ``(D,)``, else a ``ValueError`` that
+    names the bijector and shows the shape.
+
+    Reference: ``torch.distributions.constraints.independent(real, 1)`` (PyTorch documentation),
+    the domain of a bijector on vectors.
+
+    Args:
+        name: the bijector's name, for the error.
+        shape: the event shape it was built for.
+
+    Example:
+        >>> vector_event("Planar", (3,))
+        torch.Size([3])
+    """
+    shape = torch.Size(shape)
+    if len(shape) != 1:
+        raise ValueError(f"{name} acts on a vector event (shape (D,)), got shape {tuple(shape)}")
+    return shape
+
+
+def nonscalar_event(name: str, shape: torch.Size | tuple[int, ...]) -> torch.Size:
+    """``shape`` as a ``torch.Size`` if it has at least one dim (the autoregressive and coupling
+    bijectors order or split its last dim), else a ``ValueError`` that names the bijector.
+
+    Reference: ``torch.distributions.constraints.independent`` (PyTorch documentation), whose
+    ``event_dim`` counts an event's dims.
+
+    Args:
+        name: the bijector's name, for the error.
+        shape: the event shape it was built for.
+
+    Example:
+        >>> nonscalar_event("AffineAutoregressive", (2, 3))
+        torch.Size([2, 3])
+    """
+    shape = torch.Size(shape)
+    if len(shape) < 1:
+        raise ValueError(f"{name} needs an event of at least one dim, got shape ()")
+    return shape
