@@ -53,10 +53,12 @@ def _conditional(b: Bijector) -> bool:
 
 
 def bijector_classes() -> list[type]:
-    """Every bijector class defined in a module of ``flowtorch.bijectors``, exported or not."""
+    """Every bijector class defined in a module of ``flowtorch.bijectors``, exported or not, and
+    the engine's own (``Compose``, ``Invert`` and the combinators in ``flowtorch.core``)."""
     out: dict[str, type] = {}
-    for info in pkgutil.iter_modules(bij.__path__):
-        module = importlib.import_module(f"flowtorch.bijectors.{info.name}")
+    names = [f"flowtorch.bijectors.{info.name}" for info in pkgutil.iter_modules(bij.__path__)]
+    for name in [*names, "flowtorch.core.compose", "flowtorch.core.combinators"]:
+        module = importlib.import_module(name)
         for obj in vars(module).values():
             if (
                 inspect.isclass(obj)
