@@ -194,7 +194,14 @@ META: dict[str, Meta] = {
         "1 pass of g",
         "a pass of g per iteration",
         "exact: D VJPs + slogdet; series/roulette: stochastic, a VJP per term",
-        "Behrmann et al. 2019 (i-ResNet); Chen et al. 2019",
+        "Chen et al. 2019 (residual flows); Behrmann et al. 2019",
+    ),
+    "InvertibleResNet": Meta(
+        "numerical (fixed-point iteration)",
+        "1 pass of g",
+        "a pass of g per iteration",
+        "series (default): stochastic and biased, a VJP per term",
+        "Behrmann et al. 2019 (i-ResNet)",
     ),
     # continuous and monotone neural transformers
     "FFJORD": Meta(
@@ -294,7 +301,7 @@ def bijector_classes(allow_import_errors: bool = False) -> list[type]:
 
 
 def _aliases(cls: type) -> list[str]:
-    """Other public names of ``cls`` in its module (``InvertibleResNet = ResidualFlow``)."""
+    """Other public names of ``cls`` in its module (an alias such as ``Lazy = Plan``)."""
     module = sys.modules[cls.__module__]
     names = getattr(module, "__all__", ())
     return [n for n in names if n != cls.__name__ and getattr(module, n, None) is cls]

@@ -123,3 +123,18 @@ def test_sampling_through_a_maf_says_once_that_it_is_sequential_and_names_the_ia
             bij.Invert(bij.AffineAutoregressive(params.DenseAutoregressive())),
         )
         small.rsample((2,))  # the IAF direction: one pass
+
+
+def test_sigmoid_bias_is_accepted_as_in_08_and_says_it_has_no_effect() -> None:
+    """0.8's ``AffineAutoregressive`` took ``sigmoid_bias`` and ignored it: its default passes
+    silently, any other value warns that it changes nothing (and it changes nothing)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bij.AffineAutoregressive(sigmoid_bias=2.0)(shape=torch.Size([3]))
+    torch.manual_seed(0)
+    plain = bij.AffineAutoregressive()(shape=torch.Size([3]))
+    with pytest.warns(UserWarning, match="sigmoid_bias has no effect"):
+        biased = bij.AffineAutoregressive(sigmoid_bias=5.0)(shape=torch.Size([3]))
+    biased.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(biased.forward(x), plain.forward(x))

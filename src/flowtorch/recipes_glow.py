@@ -40,7 +40,8 @@ def Glow(
     actnorm: bool = True,
     permutation: str = "conv1x1",
     kernel_size: int = 3,
-    log_scale_clip: float = 3.0,
+    log_scale_min_clip: float = -3.0,
+    log_scale_max_clip: float = 3.0,
     nonlinearity: Callable[[], nn.Module] = nn.ReLU,
 ) -> Plan[Invert]:
     r"""Glow (Kingma and Dhariwal, 2018): ``levels`` scales of ``steps`` flow steps each.
@@ -84,7 +85,8 @@ def Glow(
         permutation: the channel mixing of each step: ``"conv1x1"`` (Glow) or ``"reverse"``
             (reverse the channels; the paper's cheaper baseline).
         kernel_size: kernel size of the couplings' first and last convolutions.
-        log_scale_clip: bound of the couplings' log-scales.
+        log_scale_min_clip: lower bound of the couplings' log-scales.
+        log_scale_max_clip: upper bound of the couplings' log-scales.
         nonlinearity: activation module class of the couplings' CNNs.
 
     Shapes: the event is ``(C, H, W)``; every step keeps the number of elements.
@@ -121,7 +123,8 @@ def Glow(
         Plan(
             ConvCoupling, hidden_channels=hidden_channels, kernel_size=kernel_size, nonlinearity=nonlinearity
         ),
-        log_scale_clip=log_scale_clip,
+        log_scale_min_clip=log_scale_min_clip,
+        log_scale_max_clip=log_scale_max_clip,
     )
 
     def scale(level: int) -> Plan[Compose]:

@@ -19,13 +19,14 @@ from tests.case import Case
 
 from flowtorch.bijectors.planar import Planar
 from flowtorch.bijectors.radial import Radial
-from flowtorch.bijectors.residual import ResidualFlow
+from flowtorch.bijectors.residual import InvertibleResNet, ResidualFlow
 from flowtorch.bijectors.sylvester import Sylvester
 from flowtorch.core.compose import Compose
 
 __all__ = ["CASES", "CUSTOM"]
 
-CUSTOM: set[str] = set()
+# the default log-det of InvertibleResNet is a stochastic estimate: its case asks for the exact one
+CUSTOM: set[str] = {"InvertibleResNet"}
 
 CASES: list[Case] = [
     Case("Planar[D=1]", lambda: Planar(), shape=(1,)),
@@ -44,6 +45,7 @@ CASES: list[Case] = [
     Case(
         "ResidualFlow[tanh,D=2]", lambda: ResidualFlow(hidden_dims=(8, 8, 8), activation="tanh"), shape=(2,)
     ),
+    Case("InvertibleResNet[exact log-det]", lambda: InvertibleResNet(hidden_dims=(8,), estimator="exact")),
     Case(
         "Compose(Planar, Radial, Sylvester, ResidualFlow)[context]",
         lambda: Compose([Planar(), Radial(), Sylvester(), ResidualFlow(hidden_dims=(8,))]),

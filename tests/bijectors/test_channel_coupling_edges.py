@@ -33,9 +33,17 @@ def _build(shape: tuple[int, ...], context_shape: tuple[int, ...] | None = None,
         ((4, 2, 2), {"identity_channels": 4}, r"in \[1, 3\] for 4 channels .* got 4"),
         ((4, 2, 2), {"identity_channels": 1.5}, r"got 1\.5"),
         ((4, 2, 2), {"identity_channels": True}, r"got True"),
-        ((4, 2, 2), {"log_scale_clip": 0.0}, "log_scale_clip must be positive, got 0.0"),
-        ((4, 2, 2), {"log_scale_clip": -1.0}, "log_scale_clip must be positive, got -1.0"),
-        ((4, 2, 2), {"log_scale_clip": float("nan")}, "log_scale_clip must be positive, got nan"),
+        ((4, 2, 2), {"log_scale_max_clip": 0.0}, r"must be finite and contain 0 .* got \(-3.0, 0.0\)"),
+        (
+            (4, 2, 2),
+            {"log_scale_min_clip": 4.0},
+            r"log_scale_min_clip \(4.0\) must be below log_scale_max_clip",
+        ),
+        (
+            (4, 2, 2),
+            {"log_scale_max_clip": float("nan")},
+            r"ChannelAffineCoupling: log_scale_min_clip \(-3.0\) must be below",
+        ),
     ],
 )
 def test_bad_hyperparameters_are_named(shape, kwargs, match) -> None:  # type: ignore[no-untyped-def]
@@ -44,8 +52,8 @@ def test_bad_hyperparameters_are_named(shape, kwargs, match) -> None:  # type: i
 
 
 @pytest.mark.parametrize("clip", [0.1, 3.0])
-def test_log_scale_is_softly_clamped_by_log_scale_clip(clip: float) -> None:
-    b = _build((3, 2, 2), identity_channels=1, log_scale_clip=clip)
+def test_log_scale_is_softly_clamped_into_the_clip_bounds(clip: float) -> None:
+    b = _build((3, 2, 2), identity_channels=1, log_scale_min_clip=-clip, log_scale_max_clip=clip)
     x = torch.randn(5, 3, 2, 2, dtype=F64)
     y, ladj = b.forward_and_ladj(x)
     shift, raw = b.params_fn(x[:, :1])
@@ -82,10 +90,15 @@ def test_a_context_batch_wider_than_the_input_expands_the_identity_channels() ->
 
 
 def test_extra_repr_names_the_hyperparameters() -> None:
-    b = ChannelAffineCoupling(ConvCoupling(hidden_channels=2), identity_channels=1, log_scale_clip=2)(
-        shape=S([3, 2, 2]), context_shape=S([5])
+    b = ChannelAffineCoupling(
+        ConvCoupling(hidden_channels=2), identity_channels=1, log_scale_min_clip=-2, log_scale_max_clip=2
+    )(shape=S([3, 2, 2]), context_shape=S([5]))
+    assert b.extra_repr() == (
+        "shape=(3, 2, 2), context_shape=(5,), identity_channels=1, "
+        "log_scale_min_clip=-2.0, log_scale_max_clip=2.0"
     )
-    assert b.extra_repr() == "shape=(3, 2, 2), context_shape=(5,), identity_channels=1, log_scale_clip=2.0"
     assert b.params_fn.input_shape == (1, 2, 2) and b.param_shapes() == (S([2, 2, 2]), S([2, 2, 2]))
     default = ChannelAffineCoupling()(shape=S([5, 1, 1]))
-    assert default.identity_channels == 2 and "log_scale_clip=3.0" in repr(default)
+    assert default.identity_channels == 2 and "log_scale_min_clip=-3.0, log_scale_max_clip=3.0" in repr(
+        default
+    )

@@ -69,7 +69,7 @@ def test_nice_log_det_is_exactly_zero() -> None:
 
 
 def test_affine_maths_by_hand() -> None:
-    b = AffineCoupling(mask="half", log_scale_bound=2.0)(shape=(4,))
+    b = AffineCoupling(mask="half", log_scale_min_clip=-2.0, log_scale_max_clip=2.0)(shape=(4,))
     perturb(b, 1.0)
     x = torch.randn(7, 4, dtype=torch.float64)
     b = b.double()
@@ -128,7 +128,7 @@ def test_masks() -> None:
         (dict(mask=torch.tensor([True, True, True]), flip=True), (3,), "identity part"),
         ({}, (1,), "single element"),
         ({}, (), "at least one dim"),
-        (dict(log_scale_bound=0.0), (3,), "log_scale_bound"),
+        (dict(log_scale_max_clip=0.0), (3,), "AffineCoupling: the log-scale is softly clamped"),
     ],
 )
 def test_bad_affine_arguments(kwargs: dict, shape: tuple[int, ...], match: str) -> None:  # type: ignore[type-arg]

@@ -312,3 +312,20 @@ def test_a_transformed_distribution_built_by_hand_scores_in_one_pass_inside_the_
         inside = td.log_prob(y)
     assert calls[0] == 2
     torch.testing.assert_close(inside, outside)
+
+
+def test_a_users_elementwise_bijector_declares_its_sign_as_a_class_attribute() -> None:
+    """``sign`` is an extension point on the class: a new elementwise bijector declares it and
+    its exported transform has it, in compositions and inverses too; no table elsewhere."""
+
+    class Cube(Bijector):  # y = x^3 + x, increasing
+        sign = 1
+
+        def _forward_and_ladj(self, x: torch.Tensor, params: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            return x**3 + x, torch.log(3 * x**2 + 1)
+
+    b = Cube(shape=torch.Size([2]))
+    assert to_transform(b).sign == 1 and to_transform(b).inv.sign == 1
+    flipped = bij.Compose([Cube(), bij.AffineFixed(scale=-2.0)])(shape=torch.Size([2]))
+    assert to_transform(flipped).sign == -1
+    assert to_transform(bij.Invert(Cube())(shape=torch.Size([2]))).sign == 1

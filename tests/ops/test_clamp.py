@@ -61,7 +61,7 @@ def test_every_affine_map_bounds_its_log_scale_with_soft_clamp() -> None:
         2 * soft_clamp(torch.tensor(raw), -5.0, 3.0).expand(1),
     )
 
-    coupling = bij.AffineCoupling(log_scale_bound=5.0)(shape=torch.Size([2]))
+    coupling = bij.AffineCoupling(log_scale_min_clip=-5.0, log_scale_max_clip=5.0)(shape=torch.Size([2]))
     _set(coupling, 3.0)
     x = torch.randn(4, 2)
     _, s = coupling.params_fn(x)
@@ -69,7 +69,9 @@ def test_every_affine_map_bounds_its_log_scale_with_soft_clamp() -> None:
     _, ladj = coupling.forward_and_ladj(x)
     torch.testing.assert_close(ladj, soft_clamp(s, -5.0, 5.0).sum(-1))
 
-    channel = ChannelAffineCoupling(log_scale_clip=3.0)(shape=torch.Size([2, 2, 2]))
+    channel = ChannelAffineCoupling(log_scale_min_clip=-3.0, log_scale_max_clip=3.0)(
+        shape=torch.Size([2, 2, 2])
+    )
     _set(channel, 0.5)
     xi = torch.randn(1, 2, 2, 2)
     _, s = channel.params_fn(xi[:, :1])

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 
 from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
-from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters import DenseAutoregressive, Tensor
+from flowtorch.transformers import AffineTransformer
 
 __all__ = ["Affine", "AffineAutoregressive", "AffineFixed"]
 
 
-class Affine(Bijector):
+class Affine(ElementwiseBijector):
     r"""Elementwise affine map :math:`y = \mu + \exp(s) \odot x`.
 
     :math:`\log|\det J| = \sum_i s_i`. The conditioner emits :math:`(\mu, \tilde s)`, and
     :math:`s = f(\tilde s)` is :math:`\tilde s` softly clamped into
     ``(log_scale_min_clip, log_scale_max_clip)`` by :func:`flowtorch.ops.soft_clamp`, which keeps
     the scale bounded and, unlike a hard clamp, a gradient that brings an overshooting
-    :math:`\tilde s` back.
+    :math:`\tilde s` back. The maths is :class:`~flowtorch.transformers.AffineTransformer`'s,
+    shared with the autoregressive and coupling affine layers.
 
     References: Dinh et al., "NICE: Non-linear Independent Components Estimation", 2015 (its
     diagonal scaling layer); Dinh et al., "Density estimation using Real NVP", 2017 (the
@@ -43,6 +46,9 @@ class Affine(Bijector):
         torch.Size([3, 2])
     """
 
+    transformer: AffineTransformer
+    sign: int | None = 1  # the scale is exp(s) > 0
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -53,54 +59,35 @@ class Affine(Bijector):
         log_scale_max_clip: float = 3.0,
         sigmoid_bias: float = 2.0,
     ) -> None:
-        name = type(self).__name__
-        if not log_scale_min_clip < log_scale_max_clip:
-            raise ValueError(
-                f"{name}: log_scale_min_clip ({log_scale_min_clip}) must be below "
-                f"log_scale_max_clip ({log_scale_max_clip})"
+        self.transformer = AffineTransformer(
+            log_scale_min_clip, log_scale_max_clip, owner=type(self).__name__
+        )
+        if sigmoid_bias != 2.0:
+            warnings.warn(
+                f"{type(self).__name__}: sigmoid_bias has no effect (flowtorch 0.8 accepted it and "
+                "ignored it too); the log-scale is bounded by log_scale_min_clip and log_scale_max_clip",
+                UserWarning,
+                stacklevel=3,
             )
-        if not -math.inf < log_scale_min_clip < 0.0 < log_scale_max_clip < math.inf:
-            raise ValueError(
-                f"{name}: the log-scale is softly clamped into (log_scale_min_clip, "
-                "log_scale_max_clip), which must be finite and contain 0 (the identity map): "
-                f"got ({log_scale_min_clip!r}, {log_scale_max_clip!r})"
-            )
-        self.log_scale_min_clip = float(log_scale_min_clip)
-        self.log_scale_max_clip = float(log_scale_max_clip)
-        self.sigmoid_bias = sigmoid_bias  # accepted for flowtorch 0.8 compatibility; unused
+        self.sigmoid_bias = sigmoid_bias
         super().__init__(
             self._default_params() if params_fn is None else params_fn,
             shape=shape,
             context_shape=context_shape,
         )
 
+    @property
+    def log_scale_min_clip(self) -> float:
+        """The lower bound of the log-scale (see :class:`~flowtorch.transformers.AffineTransformer`)."""
+        return self.transformer.log_scale_min_clip
+
+    @property
+    def log_scale_max_clip(self) -> float:
+        """The upper bound of the log-scale."""
+        return self.transformer.log_scale_max_clip
+
     def _default_params(self) -> Any:
         return Plan(Tensor)
-
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        return (self.shape, self.shape)
-
-    def _log_scale(self, params: Params) -> torch.Tensor:
-        return soft_clamp(params[1], self.log_scale_min_clip, self.log_scale_max_clip)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        y: torch.Tensor = params[0] + self._log_scale(params).exp() * x
-        return y
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        x: torch.Tensor = (y - params[0]) * torch.exp(-self._log_scale(params))
-        return x
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._log_scale(params)
-
-    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        log_scale = self._log_scale(params)
-        return params[0] + log_scale.exp() * x, log_scale
-
-    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        log_scale = self._log_scale(params)
-        return (y - params[0]) * torch.exp(-log_scale), log_scale
 
 
 class AffineAutoregressive(Affine):
@@ -128,6 +115,7 @@ class AffineAutoregressive(Affine):
     """
 
     conditioned_on_output = True
+    sign = None  # not elementwise
 
     def __init__(
         self,
@@ -185,6 +173,7 @@ class AffineFixed(Bijector):
             raise ValueError("AffineFixed: scale must be non-zero")
         self.loc = float(loc)
         self.scale = float(scale)
+        self.sign = 1 if self.scale > 0 else -1
         self._ladj = math.log(abs(self.scale))
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
 

@@ -9,8 +9,8 @@ from torch.distributions import constraints
 
 from flowtorch.core.bijector import Bijector, Params, build
 from flowtorch.core.lazy import Plan
-from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters.conv_coupling import ConvCoupling
+from flowtorch.transformers import AffineTransformer
 
 __all__ = ["ChannelAffineCoupling"]
 
@@ -23,14 +23,15 @@ class ChannelAffineCoupling(Bijector):
 
     .. math::
         y_a = x_a, \qquad y_b = x_b \odot e^{s} + t, \qquad
-        (t, \tilde s) = \mathrm{NN}(x_a, c), \quad s = \frac{\tilde s}{1 + |\tilde s| / \kappa},
+        (t, \tilde s) = \mathrm{NN}(x_a, c), \quad s = \mathrm{softclamp}(\tilde s),
 
     .. math:: \log|\det J| = \textstyle\sum_{c, h, w} s_{c h w}.
 
     The inverse, :math:`x_b = (y_b - t)\, e^{-s}`, is as cheap as the forward, since
     :math:`y_a = x_a`. The conditioner emits the unconstrained :math:`(t, \tilde s)`; the soft
-    clamp :func:`flowtorch.ops.soft_clamp` (``log_scale_clip`` :math:`\kappa`) keeps the scale
-    within :math:`e^{\pm\kappa}` while being the identity near zero. Stack it with channel
+    clamp :func:`flowtorch.ops.soft_clamp` into ``(log_scale_min_clip, log_scale_max_clip)``
+    (the :class:`~flowtorch.transformers.AffineTransformer` that every affine layer applies)
+    keeps the scale bounded while being the identity near zero. Stack it with channel
     mixing (``Invertible1x1Conv``, or ``Reverse(dim=-3)``) so that every channel gets
     transformed.
 
@@ -44,7 +45,8 @@ class ChannelAffineCoupling(Bijector):
         params_fn: conditioner plan; default
             :class:`~flowtorch.parameters.conv_coupling.ConvCoupling`.
         identity_channels: how many leading channels condition the rest; default ``C // 2``.
-        log_scale_clip: the bound :math:`\kappa` of the log-scale.
+        log_scale_min_clip: the lower bound of the log-scale :math:`s`, negative.
+        log_scale_max_clip: its upper bound, positive.
 
     Example:
         >>> import torch
@@ -67,7 +69,8 @@ class ChannelAffineCoupling(Bijector):
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
         identity_channels: int | None = None,
-        log_scale_clip: float = 3.0,
+        log_scale_min_clip: float = -3.0,
+        log_scale_max_clip: float = 3.0,
     ) -> None:
         shape = torch.Size(shape)
         if len(shape) != 3:
@@ -79,10 +82,10 @@ class ChannelAffineCoupling(Bijector):
                 f"ChannelAffineCoupling: identity_channels must be an integer in [1, {c - 1}] for "
                 f"{c} channels (a coupling needs at least 2), got {identity_channels!r}"
             )
-        if not log_scale_clip > 0:
-            raise ValueError(f"ChannelAffineCoupling: log_scale_clip must be positive, got {log_scale_clip}")
+        self.transformer = AffineTransformer(
+            log_scale_min_clip, log_scale_max_clip, owner="ChannelAffineCoupling"
+        )
         self.identity_channels = int(c_a)
-        self.log_scale_clip = float(log_scale_clip)
         super().__init__(None, shape=shape, context_shape=context_shape)
         # The conditioner reads only the identity channels, so it is built for their shape.
         self.params_fn = build(
@@ -102,9 +105,6 @@ class ChannelAffineCoupling(Bijector):
         assert self.params_fn is not None and input is not None
         return self.params_fn(input[..., : self.identity_channels, :, :], context)
 
-    def _log_scale(self, params: Params) -> torch.Tensor:
-        return soft_clamp(params[1], -self.log_scale_clip, self.log_scale_clip)
-
     def _join(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         batch = b.shape[: b.dim() - 3]  # the parameters may carry a wider (context) batch
         if a.shape[: a.dim() - 3] != batch:
@@ -114,21 +114,14 @@ class ChannelAffineCoupling(Bijector):
     def _map(self, value: torch.Tensor, params: Params, forward: bool) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.identity_channels
         a, b = value[..., :k, :, :], value[..., k:, :, :]
-        shift, log_scale = params[0], self._log_scale(params)
-        b = b * log_scale.exp() + shift if forward else (b - shift) * torch.exp(-log_scale)
-        return self._join(a, b), log_scale.sum((-3, -2, -1))
+        b, ladj = self.transformer.forward(b, params) if forward else self.transformer.inverse(b, params)
+        return self._join(a, b), ladj.sum((-3, -2, -1))
 
     def _raw_event_dim(self) -> int:
         return 3
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._map(x, params, True)[0]
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._map(y, params, False)[0]
-
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._log_scale(params).sum((-3, -2, -1))
+        return self.transformer.log_scale(params).sum((-3, -2, -1))
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return self._map(x, params, True)
@@ -139,5 +132,5 @@ class ChannelAffineCoupling(Bijector):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, identity_channels={self.identity_channels}, "
-            f"log_scale_clip={self.log_scale_clip}"
+            f"{self.transformer.extra_repr()}"
         )

@@ -8,16 +8,15 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.spline import _SplineMap
-from flowtorch.core.bijector import Params
+from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
-from flowtorch.ops import circular_rational_quadratic_spline
 from flowtorch.parameters import Tensor
+from flowtorch.transformers import CircularSplineTransformer
 
 __all__ = ["CircularSpline"]
 
 
-class CircularSpline(_SplineMap):
+class CircularSpline(ElementwiseBijector):
     r"""Elementwise circular rational-quadratic spline on angles in ``[-bound, bound]``.
 
     The rational-quadratic spline of Durkan et al. (2019) with :math:`K` bins, no tails, and one
@@ -43,6 +42,8 @@ class CircularSpline(_SplineMap):
         True
     """
 
+    transformer: CircularSplineTransformer
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -56,23 +57,20 @@ class CircularSpline(_SplineMap):
             raise ValueError(f"CircularSpline: count_bins must be an integer of at least 2, got {count_bins}")
         if not bound > 0:
             raise ValueError(f"CircularSpline: bound must be positive, got {bound}")
-        self.count_bins = int(count_bins)
-        self.bound = float(bound)
+        self.transformer = CircularSplineTransformer(count_bins, bound)
         super().__init__(
             Plan(Tensor) if params_fn is None else params_fn, shape=shape, context_shape=context_shape
         )
-        circle = constraints.interval(-self.bound, self.bound)
+        circle = constraints.interval(-float(bound), float(bound))
         self.domain = constraints.independent(circle, len(self.shape))
         self.codomain = constraints.independent(circle, len(self.shape))
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        s, k = self.shape, self.count_bins
-        return (torch.Size((*s, k)), torch.Size((*s, k)), torch.Size((*s, k)))
+    @property
+    def count_bins(self) -> int:
+        """:math:`K`, the number of bins."""
+        return self.transformer.count_bins
 
-    def _spline(
-        self, value: torch.Tensor, params: Params, inverse: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return circular_rational_quadratic_spline(value, *params, bound=self.bound, inverse=inverse)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, count_bins={self.count_bins}, bound={self.bound}"
+    @property
+    def bound(self) -> float:
+        """Half the period."""
+        return self.transformer.bound

@@ -7,13 +7,11 @@ from typing import Any, cast
 
 import torch
 
-from flowtorch.bijectors.spline import _IDENTITY_DERIVATIVE
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
-from flowtorch.ops import rational_quadratic_spline
-from flowtorch.ops.clamp import soft_clamp
 from flowtorch.parameters.coupling import DenseCoupling, _as_slice, _take_last
+from flowtorch.transformers import AffineTransformer, SplineTransformer, Transformer
 
 __all__ = ["AffineCoupling", "SplineCoupling", "coupling_mask"]
 
@@ -98,10 +96,12 @@ class _Coupling(Bijector):
         y_a = x_a, \qquad y_b = g(x_b;\, \theta(x_a, c)),
 
     so :math:`\log|\det J| = \sum_i \log|g'(x_{b,i})|` and, as :math:`y_a = x_a`, the conditioner
-    reads either side: forward and inverse are each one parallel pass. Subclasses write
-    :meth:`_transform` for the elementwise map :math:`g` on :math:`x_b`.
+    reads either side: forward and inverse are each one parallel pass. Subclasses set
+    ``self.transformer`` (:mod:`flowtorch.transformers`), the elementwise map :math:`g`, before
+    calling ``super().__init__``.
     """
 
+    transformer: Transformer
     mask: torch.Tensor
     _identity: torch.Tensor
     _transformed_index: torch.Tensor
@@ -146,13 +146,19 @@ class _Coupling(Bijector):
     def _raw_event_dim(self) -> int:
         return len(self.shape)  # _transform sums over the transformed elements
 
+    def param_shapes(self) -> tuple[torch.Size, ...]:
+        return self.transformer.param_shapes(torch.Size([self.n_transformed]))
+
     def _transform(
         self, value: torch.Tensor, params: Params, inverse: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps the transformed part ``value`` (``batch + (n_b,)``) forward or back; returns it
-        with the *forward* log|det J| summed over the part (``batch``), computed from ``value``
-        and ``params`` only."""
-        raise NotImplementedError
+        """Maps the transformed part ``value`` (``batch + (n_b,)``) forward or back with the
+        transformer; returns it with the *forward* log|det J| summed over the part (``batch``),
+        computed from ``value`` and ``params`` only."""
+        out, ladj = (
+            self.transformer.inverse(value, params) if inverse else self.transformer.forward(value, params)
+        )
+        return out, ladj.sum(-1) if ladj.dim() else ladj
 
     def _split(self, value: torch.Tensor) -> torch.Tensor:
         batch = value.shape[: value.dim() - len(self.shape)]
@@ -168,14 +174,9 @@ class _Coupling(Bijector):
             out = torch.where(self._identity, flat, part[..., self._position])
         return out.reshape(*out.shape[:-1], *self.shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._merge(x, self._transform(self._split(x), params, False)[0])
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._merge(y, self._transform(self._split(y), params, True)[0])
-
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._transform(self._split(x), params, False)[1]
+        ladj = self.transformer.log_derivative(self._split(x), params)
+        return ladj.sum(-1) if ladj.dim() else ladj
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         part, ladj = self._transform(self._split(x), params, False)
@@ -198,11 +199,12 @@ class AffineCoupling(_Coupling):
 
     .. math::
         y_a = x_a, \qquad y_b = x_b \odot e^{s} + t, \qquad
-        s = \frac{\tilde s}{1 + |\tilde s| / B}, \qquad \log|\det J| = \textstyle\sum_i s_i,
+        s = \mathrm{softclamp}(\tilde s), \qquad \log|\det J| = \textstyle\sum_i s_i,
 
-    where :math:`(t, \tilde s) = \theta(x_a, c)` come from the conditioner and the soft clamp to
-    :math:`(-B, B)` (``log_scale_bound``, :func:`flowtorch.ops.soft_clamp`) keeps training stable
-    without cutting gradients. The
+    where :math:`(t, \tilde s) = \theta(x_a, c)` come from the conditioner and the soft clamp
+    into ``(log_scale_min_clip, log_scale_max_clip)`` (:func:`flowtorch.ops.soft_clamp`, the
+    :class:`~flowtorch.transformers.AffineTransformer` that every affine layer applies) keeps
+    training stable without cutting gradients. The
     inverse, :math:`x_b = (y_b - t)\,e^{-s}`, is one parallel pass. ``additive=True`` drops
     :math:`s` (:math:`y_b = x_b + t`): volume preserving, :math:`\log|\det J| = 0` exactly.
 
@@ -217,7 +219,8 @@ class AffineCoupling(_Coupling):
             broadcasts to the event shape, true marking the identity part.
         flip: swap the identity and transformed parts (stack layers with alternating ``flip``).
         additive: NICE's additive coupling.
-        log_scale_bound: :math:`B`, the bound of the soft-clamped log-scale.
+        log_scale_min_clip: the lower bound of the soft-clamped log-scale :math:`s`, negative.
+        log_scale_max_clip: the upper bound, positive.
 
     Shapes: as every bijector; the event has at least two elements, both parts non-empty.
 
@@ -240,28 +243,18 @@ class AffineCoupling(_Coupling):
         mask: str | torch.Tensor = "alternate",
         flip: bool = False,
         additive: bool = False,
-        log_scale_bound: float = 5.0,
+        log_scale_min_clip: float = -5.0,
+        log_scale_max_clip: float = 5.0,
     ) -> None:
-        if not log_scale_bound > 0:
-            raise ValueError(f"AffineCoupling: log_scale_bound must be positive, got {log_scale_bound}")
-        self.additive = bool(additive)
-        self.log_scale_bound = float(log_scale_bound)
+        self.transformer = AffineTransformer(
+            log_scale_min_clip, log_scale_max_clip, additive, "AffineCoupling"
+        )
         super().__init__(params_fn, shape=shape, context_shape=context_shape, mask=mask, flip=flip)
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        s = torch.Size([self.n_transformed])
-        return (s,) if self.additive else (s, s)
-
-    def _transform(
-        self, value: torch.Tensor, params: Params, inverse: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        shift = params[0]
-        if self.additive:
-            out = value - shift if inverse else value + shift
-            return out, value.new_zeros(())
-        log_scale = soft_clamp(params[1], -self.log_scale_bound, self.log_scale_bound)
-        out = (value - shift) * torch.exp(-log_scale) if inverse else value * log_scale.exp() + shift
-        return out, log_scale.sum(-1)
+    @property
+    def additive(self) -> bool:
+        """NICE's additive coupling (no scale)."""
+        return cast(AffineTransformer, self.transformer).additive
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, additive={self.additive}"
@@ -320,28 +313,18 @@ class SplineCoupling(_Coupling):
             )
         if not bound > 0:
             raise ValueError(f"SplineCoupling: bound must be positive, got {bound}")
-        self.count_bins = int(count_bins)
-        self.bound = float(bound)
+        self.transformer = SplineTransformer(count_bins, bound)
         super().__init__(params_fn, shape=shape, context_shape=context_shape, mask=mask, flip=flip)
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        n, k = self.n_transformed, self.count_bins
-        return (torch.Size([n, k]), torch.Size([n, k]), torch.Size([n, k - 1]))
+    @property
+    def count_bins(self) -> int:
+        """:math:`K`, the number of bins."""
+        return cast(SplineTransformer, self.transformer).count_bins
 
-    def _transform(
-        self, value: torch.Tensor, params: Params, inverse: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        widths, heights, derivatives = params
-        out, ladj = rational_quadratic_spline(
-            value,
-            widths,
-            heights,
-            derivatives + _IDENTITY_DERIVATIVE,
-            bound=self.bound,
-            inverse=inverse,
-        )
-        ladj = ladj.sum(-1)
-        return out, -ladj if inverse else ladj
+    @property
+    def bound(self) -> float:
+        """The half-width of the interval the spline covers."""
+        return cast(SplineTransformer, self.transformer).bound
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, count_bins={self.count_bins}, bound={self.bound}"

@@ -34,6 +34,8 @@ class Exp(Bijector):
         tensor([1.])
     """
 
+    sign = 1
+
     codomain = constraints.positive
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -69,6 +71,8 @@ class Sigmoid(Bijector):
         >>> y, round(ladj.item(), 4)  # 2 log(1/4)
         (tensor([0.5000, 0.5000]), -2.7726)
     """
+
+    sign = 1
 
     codomain = constraints.unit_interval
 
@@ -108,6 +112,8 @@ class Softplus(Bijector):
         True
     """
 
+    sign = 1
+
     codomain = constraints.positive
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -145,6 +151,8 @@ class Tanh(Bijector):
         (tensor([0.]), tensor(0.))
     """
 
+    sign = 1
+
     codomain = constraints.interval(-1.0, 1.0)
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -179,6 +187,8 @@ class ELU(Bijector):
         >>> bij.ELU()(shape=torch.Size([2])).forward(torch.tensor([1.0, 0.0]))
         tensor([1., 0.])
     """
+
+    sign = 1
 
     codomain = constraints.greater_than(-1.0)
 
@@ -217,6 +227,8 @@ class LeakyReLU(Bijector):
         >>> bij.LeakyReLU(negative_slope=0.5)(shape=torch.Size([2])).forward(torch.tensor([-2.0, 2.0]))
         tensor([-1.,  2.])
     """
+
+    sign = 1
 
     def __init__(
         self,
@@ -280,6 +292,7 @@ class Power(Bijector):
         if exponent == 0:
             raise ValueError("Power: exponent must be non-zero")
         self.exponent = float(exponent)
+        self.sign = 1 if self.exponent > 0 else -1
         self._log_abs_exponent = math.log(abs(self.exponent))
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
 

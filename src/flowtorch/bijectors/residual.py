@@ -464,5 +464,49 @@ class ResidualFlow(Bijector):
         )
 
 
-#: Behrmann et al.'s name: ``InvertibleResNet(estimator="series", activation="elu")`` is their block.
-InvertibleResNet = ResidualFlow
+class InvertibleResNet(ResidualFlow):
+    r"""The invertible residual block of Behrmann et al.: a :class:`ResidualFlow` whose defaults are
+    theirs, ELU activations and the truncated power series of the log-det,
+
+    .. math::
+        \log|\det(I + J_g)| \approx \sum_{k=1}^{n} \frac{(-1)^{k+1}}{k}\, v^\top J_g^k v,
+        \qquad v \sim \mathrm{Rademacher},
+
+    a biased estimator (the bias shrinks as :math:`\mathrm{Lip}(g)^{n}`); ``ResidualFlow``'s
+    defaults are Chen et al.'s (LipSwish, an exact or unbiased log-det). Every argument of
+    :class:`ResidualFlow` is accepted.
+
+    Reference: Behrmann et al., "Invertible Residual Networks", ICML 2019.
+
+    Args:
+        params_fn: as for :class:`ResidualFlow` (``None``, or a plan for the context embedding).
+        activation: ``"elu"`` by default.
+        estimator: ``"series"`` by default.
+        **kwargs: any other argument of :class:`ResidualFlow`.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.bijectors.residual import InvertibleResNet
+        >>> b = InvertibleResNet(hidden_dims=(8,))(shape=torch.Size([3]))
+        >>> b.activation, b.estimator
+        ('elu', 'series')
+    """
+
+    def __init__(
+        self,
+        params_fn: Any = None,
+        *,
+        shape: torch.Size | tuple[int, ...],
+        context_shape: torch.Size | tuple[int, ...] | None = None,
+        activation: str = "elu",
+        estimator: str = "series",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            params_fn,
+            shape=shape,
+            context_shape=context_shape,
+            activation=activation,
+            estimator=estimator,
+            **kwargs,
+        )

@@ -6,46 +6,16 @@ from typing import Any
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
-from flowtorch.ops import identity_derivative, linear_rational_spline, rational_quadratic_spline
 from flowtorch.parameters import DenseAutoregressive, Tensor
+from flowtorch.transformers import SplineTransformer
 
 __all__ = ["Spline", "SplineAutoregressive"]
 
-#: the unnormalised derivative that softplus maps to slope 1 (all-zero parameters: identity)
-_IDENTITY_DERIVATIVE = identity_derivative()
 
-
-class _SplineMap(Bijector):
-    """An elementwise map given by one spline function of the parameters; subclasses define
-    :meth:`_spline`, which returns the output and the log-derivative of the map it evaluates
-    (the forward map's at ``x``; for ``inverse=True``, the inverse map's at ``y``)."""
-
-    def _spline(
-        self, value: torch.Tensor, params: Params, inverse: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(x, params, False)[0]
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(y, params, True)[0]
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._spline(x, params, False)[1]
-
-    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._spline(x, params, False)
-
-    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        x, ladj_inverse = self._spline(y, params, True)
-        return x, -ladj_inverse
-
-
-class Spline(_SplineMap):
+class Spline(ElementwiseBijector):
     r"""Elementwise monotonic spline on ``[-bound, bound]`` with identity (linear) tails outside.
 
     ``order="quadratic"`` is the rational-quadratic spline of Durkan et al. (2019): with
@@ -61,7 +31,9 @@ class Spline(_SplineMap):
     heights (``count_bins`` each), interior derivatives (``count_bins - 1``) and, for the linear
     order, ``count_bins`` mixing weights. The quadratic order offsets the unnormalised derivatives
     by :func:`flowtorch.ops.identity_derivative`, so that all-zero parameters (a conditioner at
-    initialisation) give the identity map, as in :class:`~flowtorch.bijectors.SplineCoupling`.
+    initialisation) give the identity map, as in :class:`~flowtorch.bijectors.SplineCoupling`. The
+    maths is :class:`~flowtorch.transformers.SplineTransformer`'s, shared with the autoregressive
+    and coupling spline layers.
 
     References: Durkan et al., "Neural Spline Flows", 2019; Dolatabadi et al., "Invertible
     Generative Modeling using Linear Rational Splines", 2020.
@@ -81,6 +53,9 @@ class Spline(_SplineMap):
         True
     """
 
+    transformer: SplineTransformer
+    sign: int | None = 1  # monotonically increasing splines
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -99,38 +74,33 @@ class Spline(_SplineMap):
             )
         if not bound > 0:
             raise ValueError(f"{type(self).__name__}: bound must be positive, got {bound}")
-        self.count_bins = int(count_bins)
-        self.bound = float(bound)
-        self.order = order
+        self.transformer = SplineTransformer(count_bins, bound, order)
         super().__init__(
             self._default_params() if params_fn is None else params_fn,
             shape=shape,
             context_shape=context_shape,
         )
 
+    @property
+    def count_bins(self) -> int:
+        """:math:`K`, the number of bins."""
+        return self.transformer.count_bins
+
+    @property
+    def bound(self) -> float:
+        """The half-width of the interval the spline covers."""
+        return self.transformer.bound
+
+    @property
+    def order(self) -> str:
+        """``"quadratic"`` or ``"linear"``."""
+        return self.transformer.order
+
     def _default_params(self) -> Any:
         return Plan(Tensor)
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        k = self.count_bins
-        s = self.shape
-        shapes = (torch.Size((*s, k)), torch.Size((*s, k)), torch.Size((*s, k - 1)))
-        return (*shapes, torch.Size((*s, k))) if self.order == "linear" else shapes
-
-    def _spline(
-        self, value: torch.Tensor, params: Params, inverse: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.order == "linear":
-            return linear_rational_spline(value, *params, bound=self.bound, inverse=inverse)
-        widths, heights, derivatives = params
-        return rational_quadratic_spline(
-            value, widths, heights, derivatives + _IDENTITY_DERIVATIVE, bound=self.bound, inverse=inverse
-        )
-
     def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, count_bins={self.count_bins}, bound={self.bound}, order={self.order!r}"
-        )
+        return f"{super().extra_repr()}, order={self.order!r}"
 
 
 class SplineAutoregressive(Spline):
@@ -156,6 +126,7 @@ class SplineAutoregressive(Spline):
     """
 
     conditioned_on_output = True
+    sign = None  # not elementwise
 
     def __init__(
         self,

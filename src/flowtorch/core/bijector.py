@@ -1,21 +1,25 @@
 """The ``Bijector`` base class: everything generic about a transform, written once.
 
 A concrete bijector is an ``nn.Module`` built for one event ``shape`` (and, if conditional, one
-``context_shape``). Subclasses write only the maths given parameters:
+``context_shape``). Subclasses write only the maths given parameters, one method per direction:
 
-* ``_forward(x, params) -> y`` and ``_inverse(y, params) -> x`` (the latter optional: a bijector
-  without a closed-form inverse leaves it out);
-* ``_log_abs_det_jacobian(x, y, params)``: the forward log|det dy/dx|, elementwise over the event
-  dims that ``type(self).domain`` does not already reduce (its ``event_dim``); the base class sums
-  those dims and broadcasts to the batch shape;
-* optionally ``_forward_and_ladj(x, params)`` / ``_inverse_and_ladj(y, params)``, which return the
-  output together with the *forward* log|det J| in one pass. Write them from the call's input and
-  ``params`` only (never by reading the output): ``BijectiveMode`` stores that value on the output,
-  and a value whose autograd graph holds the output would keep it alive forever. Without them,
-  the mode stores ``params`` and computes log|det J| on demand;
-* ``param_shapes()``: the shape of each parameter per event, if the bijector takes parameters
-  from a conditioner (``params_fn``), plus hyperparameters set *before* calling
-  ``super().__init__``.
+* ``_forward_and_ladj(x, params) -> (y, ladj)``: the output with the forward log|det dy/dx|,
+  elementwise over the event dims that ``type(self).domain`` does not already reduce (its
+  ``event_dim``); the base class sums those dims and broadcasts to the batch shape;
+* ``_inverse_and_ladj(y, params) -> (x, ladj)``, with the same *forward* log|det J|, where a
+  closed-form inverse exists (leave it out otherwise).
+
+Write them from the call's input and ``params`` only (never by reading the output):
+``BijectiveMode`` stores that value on the output, and a value whose autograd graph holds the
+output would keep it alive forever. ``_forward``, ``_inverse`` and
+``_log_abs_det_jacobian(x, y, params)`` are derived from them; write one of those too only where
+it is cheaper alone. (The older form, ``_forward`` and ``_log_abs_det_jacobian`` instead of
+``_forward_and_ladj``, also works: then the mode stores ``params`` and computes log|det J| on
+demand.) Elementwise maths shared by several wirings is a :mod:`flowtorch.transformers` class.
+
+``param_shapes()`` gives the shape of each parameter per event, if the bijector takes parameters
+from a conditioner (``params_fn``); hyperparameters are set *before* calling
+``super().__init__``.
 
 The base class provides laziness (a class called without ``shape`` returns a plan), input and
 context checks, the reduction of log|det J| to the batch shape, and the ``BijectiveMode`` cache.
@@ -137,12 +141,10 @@ class Bijector(LazyModule):
         >>> import torch
         >>> from flowtorch.core.bijector import Bijector
         >>> class Shift(Bijector):  # y = x + 1
-        ...     def _forward(self, x, params):
-        ...         return x + 1.0
-        ...     def _inverse(self, y, params):
-        ...         return y - 1.0
-        ...     def _log_abs_det_jacobian(self, x, y, params):
-        ...         return torch.zeros_like(x)
+        ...     def _forward_and_ladj(self, x, params):
+        ...         return x + 1.0, torch.zeros_like(x)
+        ...     def _inverse_and_ladj(self, y, params):
+        ...         return y - 1.0, torch.zeros_like(y)
         >>> Shift()
         Plan(Shift)
         >>> b = Shift(shape=torch.Size([2]))
@@ -154,6 +156,10 @@ class Bijector(LazyModule):
     """
 
     _plan_key = "shape"
+    #: The sign of :math:`dy/dx` for an elementwise monotonic bijector (``+1`` increasing, ``-1``
+    #: decreasing), ``None`` for any other; torch's ``Transform.sign``. A subclass that is no
+    #: longer elementwise (an autoregressive one) sets it back to ``None``.
+    sign: int | None = None
     #: Constraint of one element of the maths; its ``event_dim`` says how many trailing dims
     #: ``_log_abs_det_jacobian`` already reduces.
     domain: constraints.Constraint = constraints.real
@@ -197,7 +203,7 @@ class Bijector(LazyModule):
             self.params_fn = build(
                 params_fn,
                 param_shapes=self.param_shapes(),
-                input_shape=self._conditioner_input_shape(),
+                input_shape=self.shape,
                 context_shape=None if context_shape is None else torch.Size(context_shape),
             )
             context_shape = getattr(self.params_fn, "context_shape", context_shape)
@@ -212,17 +218,33 @@ class Bijector(LazyModule):
         """The shape of each parameter for one event, as the conditioner must produce them."""
         return ()
 
+    # One method per direction is required: ``_forward_and_ladj`` (or ``_forward`` with
+    # ``_log_abs_det_jacobian``) and, where an inverse exists, ``_inverse_and_ladj`` (or
+    # ``_inverse``). Each default below is derived from the others and refuses, naming what to
+    # write, when the one it would be derived from is not written either.
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        raise NotImplementedError
+        if not self._stores_forward_ladj:
+            raise NotImplementedError(
+                f"{type(self).__name__} writes no forward maths: define _forward_and_ladj(x, params) "
+                "(or _forward and _log_abs_det_jacobian)"
+            )
+        return self._forward_and_ladj(x, params)[0]
 
     def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        raise NotImplementedError(
-            f"{type(self).__name__} has no closed-form inverse: call inverse on its own outputs "
-            "inside flowtorch.BijectiveMode(), or use Flow.rsample_and_log_prob"
-        )
+        if not self._stores_inverse_ladj:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no closed-form inverse: call inverse on its own outputs "
+                "inside flowtorch.BijectiveMode(), or use Flow.rsample_and_log_prob"
+            )
+        return self._inverse_and_ladj(y, params)[0]
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        raise NotImplementedError
+        if not self._stores_forward_ladj:
+            raise NotImplementedError(
+                f"{type(self).__name__} gives no log|det J|: define _forward_and_ladj(x, params) "
+                "(or _log_abs_det_jacobian(x, y, params))"
+            )
+        return self._forward_and_ladj(x, params)[1]
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         y = _tensor_from(self, "_forward", self._forward(x, params))
@@ -242,10 +264,6 @@ class Bijector(LazyModule):
         """The conditioner's scope for many calls with the same weights (a sequential pass)."""
         repeated = getattr(self.params_fn, "repeated", None)
         return contextlib.nullcontext() if repeated is None else repeated()  # type: ignore[no-any-return]
-
-    def _conditioner_input_shape(self) -> torch.Size:
-        """The event shape of what the conditioner reads (default: the bijector's event)."""
-        return self.shape
 
     def _raw_event_dim(self) -> int:
         """How many trailing event dims ``_log_abs_det_jacobian`` already sums over.

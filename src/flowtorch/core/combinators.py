@@ -102,6 +102,20 @@ class _Parts(Bijector):
 
     dim: int  # the event dim that is cut, counted from the first event dim
 
+    def __new__(cls, bijectors: Any = (), *args: Any, **kwargs: Any) -> Any:
+        # built parts imply the event shape (``Cat([a, b])`` of built bijectors builds at once)
+        parts = _all_built(bijectors) if kwargs.get("shape") is None else None
+        if parts is not None:
+            shape = cls._shape_of(parts, kwargs.get("dim", args[0] if args else 0))
+            if shape is not None:
+                kwargs["shape"] = shape
+        return super().__new__(cls, bijectors, *args, **kwargs)
+
+    @staticmethod
+    def _shape_of(parts: Sequence[Bijector], dim: int) -> torch.Size | None:
+        """The event shape that built ``parts`` imply, where the class can tell (else ``None``)."""
+        return None
+
     def __init__(
         self,
         plans: Sequence[Any],
@@ -350,14 +364,8 @@ class Cat(_Concat):
         (tensor([1., 0., 0.]), 1.3863)
     """
 
-    def __new__(cls, bijectors: Any = (), *args: Any, **kwargs: Any) -> Any:
-        parts = _all_built(bijectors)
-        if kwargs.get("shape") is None and parts is not None:
-            kwargs["shape"] = cls._shape_of(parts, kwargs.get("dim", args[0] if args else 0))
-        return super().__new__(cls, bijectors, *args, **kwargs)
-
     @staticmethod
-    def _shape_of(parts: Sequence[Bijector], dim: int) -> torch.Size:
+    def _shape_of(parts: Sequence[Bijector], dim: int) -> torch.Size | None:
         first = parts[0].shape
         d = _event_dim("Cat", dim, len(first))
         return first[:d] + torch.Size([sum(p.shape[d] for p in parts)]) + first[d + 1 :]
@@ -376,6 +384,7 @@ class Cat(_Concat):
             raise ValueError("Cat needs at least one bijector")
         if shape is None:  # all built: ``Cat([b1, b2])``
             shape = self._shape_of(plans, dim)
+        assert shape is not None  # Cat and Stack always tell
         shape = torch.Size(shape)
         if lengths is None:
             d = _event_dim("Cat", dim, len(shape))
@@ -488,14 +497,8 @@ class Stack(_Parts):
                 [1., 0.]])
     """
 
-    def __new__(cls, bijectors: Any = (), *args: Any, **kwargs: Any) -> Any:
-        parts = _all_built(bijectors)
-        if kwargs.get("shape") is None and parts is not None:
-            kwargs["shape"] = cls._shape_of(parts, kwargs.get("dim", args[0] if args else 0))
-        return super().__new__(cls, bijectors, *args, **kwargs)
-
     @staticmethod
-    def _shape_of(parts: Sequence[Bijector], dim: int) -> torch.Size:
+    def _shape_of(parts: Sequence[Bijector], dim: int) -> torch.Size | None:
         sub = parts[0].shape
         d = _event_dim("Stack", dim, len(sub) + 1)
         return sub[:d] + torch.Size([len(parts)]) + sub[d:]
@@ -513,6 +516,7 @@ class Stack(_Parts):
             raise ValueError("Stack needs at least one bijector")
         if shape is None:  # all built: ``Stack([b1, b2])``
             shape = self._shape_of(plans, dim)
+        assert shape is not None  # Cat and Stack always tell
         shape = torch.Size(shape)
         d = _event_dim("Stack", dim, len(shape))
         if shape[d] != len(plans):

@@ -54,9 +54,6 @@ from torch.distributions import (
     constraints,
 )
 
-from flowtorch.bijectors.affine import Affine, AffineFixed
-from flowtorch.bijectors.elementwise import ELU, Exp, LeakyReLU, Power, Sigmoid, Softplus, Tanh
-from flowtorch.bijectors.spline import Spline
 from flowtorch.core.bijector import Bijector
 from flowtorch.core.compose import Compose, Invert
 from flowtorch.core.mode import BijectiveMode
@@ -66,27 +63,8 @@ from flowtorch.distributions.flow import Flow
 __all__ = ["BijectorTransform", "to_pyro", "to_transform", "to_transformed_distribution"]
 
 
-def _always_increasing(b: Bijector) -> int:
-    return 1
-
-
-#: Elementwise, monotonic bijectors and the sign of their derivative (exact classes only: a
-#: subclass such as ``AffineAutoregressive`` is not elementwise).
-_SIGNS: dict[type, Any] = {
-    Exp: _always_increasing,
-    Sigmoid: _always_increasing,
-    Softplus: _always_increasing,
-    Tanh: _always_increasing,
-    ELU: _always_increasing,
-    LeakyReLU: _always_increasing,
-    Affine: _always_increasing,  # the scale is exp(s) > 0
-    Spline: _always_increasing,  # monotonically increasing splines
-    Power: lambda b: 1 if b.exponent > 0 else -1,
-    AffineFixed: lambda b: 1 if b.scale > 0 else -1,
-}
-
-
 def _sign(b: Bijector) -> int:
+    """The sign of a bijector's derivative: its ``sign`` attribute, multiplied through compositions."""
     if isinstance(b, Compose):
         sign = 1
         for layer in b.layers():
@@ -94,12 +72,12 @@ def _sign(b: Bijector) -> int:
         return sign
     if isinstance(b, Invert):
         return _sign(b.bijector)
-    rule = _SIGNS.get(type(b))
-    if rule is None:
+    if b.sign is None:
         raise NotImplementedError(
-            f"{type(b).__name__} has no sign: torch defines it only for elementwise monotonic transforms"
+            f"{type(b).__name__} has no sign: torch defines it only for elementwise monotonic transforms "
+            "(a bijector that is one sets its class attribute sign to +1 or -1)"
         )
-    return int(rule(b))
+    return b.sign
 
 
 def _check_context(b: Bijector, context: torch.Tensor | None) -> None:
