@@ -19,6 +19,7 @@ from torch.distributions import constraints
 from typing_extensions import Self
 
 from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.validation import integer_at_least
 
 __all__ = ["Householder", "LULinear"]
 
@@ -347,9 +348,7 @@ class Householder(Bijector):
         super().__init__(None, shape=shape, context_shape=context_shape)
         n = self.shape[-1]
         k = n if n_reflections is None else n_reflections
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"Householder: n_reflections must be a positive integer, got {n_reflections!r}")
-        self.n_reflections = k
+        self.n_reflections = integer_at_least(k, "Householder: n_reflections")
         #: the reflection vectors :math:`v_k`, one per row
         self.vectors = nn.Parameter(torch.randn(k, n))
 

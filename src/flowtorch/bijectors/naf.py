@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.bijectors.monotonic import SOLVERS, _Monotone, _positive_int
+from flowtorch.bijectors.monotonic import SOLVERS, _Monotone
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.lazy import Plan
-from flowtorch.core.validation import nonscalar_event
+from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.ops.numerical import bisect_monotone, newton_monotone, refuse_second_order
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
@@ -97,7 +97,7 @@ class NeuralAutoregressive(_Monotone):
         max_iter: int = 100,
     ) -> None:
         nonscalar_event("NeuralAutoregressive", shape)
-        self.hidden_units = _positive_int("NeuralAutoregressive", "hidden_units", hidden_units)
+        self.hidden_units = integer_at_least(hidden_units, "NeuralAutoregressive: hidden_units")
         super().__init__(
             Plan(DenseAutoregressive) if params_fn is None else params_fn,
             shape=shape,
@@ -204,8 +204,8 @@ class BlockNeuralAutoregressive(Bijector):
     ) -> None:
         name = "BlockNeuralAutoregressive"
         nonscalar_event(name, shape)
-        self.hidden_units = _positive_int(name, "hidden_units", hidden_units)
-        self.hidden_layers = _positive_int(name, "hidden_layers", hidden_layers, minimum=0)
+        self.hidden_units = integer_at_least(hidden_units, f"{name}: hidden_units")
+        self.hidden_layers = integer_at_least(hidden_layers, f"{name}: hidden_layers", 0)
         if not slope >= 0:
             raise ValueError(f"{name}: slope must be non-negative, got {slope}")
         if solver not in SOLVERS:
@@ -215,7 +215,7 @@ class BlockNeuralAutoregressive(Bijector):
         self.slope = float(slope)
         self.solver = solver
         self.tol = None if tol is None else float(tol)
-        self.max_iter = _positive_int(name, "max_iter", max_iter)
+        self.max_iter = integer_at_least(max_iter, f"{name}: max_iter")
         self.dim = int(torch.Size(shape).numel())
         self.widths = (1, *([self.hidden_units] * self.hidden_layers), 1)
         super().__init__(

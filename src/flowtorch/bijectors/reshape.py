@@ -14,6 +14,7 @@ from torch.distributions import constraints
 
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.shapes import swap_event
+from flowtorch.core.validation import integer_at_least
 
 __all__ = ["Reshape", "Squeeze", "Unsqueeze"]
 
@@ -170,9 +171,7 @@ class Squeeze(Bijector):
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
     ) -> None:
-        if isinstance(factor, bool) or int(factor) != factor or factor < 1:
-            raise ValueError(f"{type(self).__name__}: factor must be a positive integer, got {factor!r}")
-        self.factor = int(factor)
+        self.factor = integer_at_least(factor, f"{type(self).__name__}: factor")
         super().__init__(None, shape=shape, context_shape=context_shape)
 
     def _raw_event_dim(self) -> int:

@@ -28,7 +28,7 @@ from torch.distributions import constraints
 
 from flowtorch.core.bijector import Bijector, Params
 from flowtorch.core.shapes import broadcast_shapes
-from flowtorch.core.validation import vector_event
+from flowtorch.core.validation import integer_at_least, vector_event
 from flowtorch.nn.spectral import SpectralNormLinear
 
 __all__ = ["FixedPointWarning", "InvertibleResNet", "ResidualFlow"]
@@ -265,8 +265,7 @@ class ResidualFlow(Bijector):
             ("n_exact_terms", n_exact_terms, 0),
             ("max_iter", max_iter, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: {arg} must be an integer >= {low}, got {value!r}")
+            integer_at_least(value, f"{name}: {arg}", low)
         if not 0.0 < p_stop < 1.0:
             raise ValueError(f"{name}: p_stop must be in (0, 1), got {p_stop}")
         if isinstance(max_terms, bool) or not isinstance(max_terms, int) or max_terms < max(n_exact_terms, 1):
