@@ -177,20 +177,11 @@ class AffineFixed(Bijector):
         self._ladj = math.log(abs(self.scale))
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x * self.scale + self.loc
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return (y - self.loc) / self.scale
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_full((), self._ladj)
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forward(x, params), x.new_full((), self._ladj)
+        return x * self.scale + self.loc, x.new_full((), self._ladj)
 
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._inverse(y, params), y.new_full((), self._ladj)
+        return (y - self.loc) / self.scale, y.new_full((), self._ladj)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, loc={self.loc}, scale={self.scale}"

@@ -1,7 +1,8 @@
 """Fixed elementwise bijectors (no learnable parameters).
 
-Each writes its maths once: forward and inverse, each returning the *forward* log|det J|
-computed from the call's own input (so that ``BijectiveMode`` may store it safely).
+Each writes its maths once: ``_forward_and_ladj`` and ``_inverse_and_ladj``, each returning the
+*forward* log|det J| computed from the call's own input (so that ``BijectiveMode`` may store it
+safely); the base class derives the rest.
 """
 
 from __future__ import annotations
@@ -38,15 +39,6 @@ class Exp(Bijector):
 
     codomain = constraints.positive
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.exp()
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.log()
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return x.exp(), x
 
@@ -75,16 +67,6 @@ class Sigmoid(Bijector):
     sign = 1
 
     codomain = constraints.unit_interval
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.sigmoid(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        eps = torch.finfo(y.dtype).eps
-        return torch.logit(y, eps=eps)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return -F.softplus(-x) - F.softplus(x)
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.sigmoid(x), -F.softplus(-x) - F.softplus(x)
@@ -116,15 +98,6 @@ class Softplus(Bijector):
 
     codomain = constraints.positive
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.softplus(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y + torch.log(-torch.expm1(-y))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return -F.softplus(-x)
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return F.softplus(x), -F.softplus(-x)
 
@@ -155,16 +128,6 @@ class Tanh(Bijector):
 
     codomain = constraints.interval(-1.0, 1.0)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.tanh(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        eps = torch.finfo(y.dtype).eps
-        return torch.atanh(y.clamp(-1 + eps, 1 - eps))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tanh(x), 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
 
@@ -191,15 +154,6 @@ class ELU(Bijector):
     sign = 1
 
     codomain = constraints.greater_than(-1.0)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.elu(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.where(y > 0, y, torch.log1p(y.clamp(max=0)))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.clamp(max=0)
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return F.elu(x), x.clamp(max=0)
@@ -244,20 +198,11 @@ class LeakyReLU(Bijector):
         self._log_slope = math.log(self.negative_slope)
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.leaky_relu(x, self.negative_slope)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.leaky_relu(y, 1.0 / self.negative_slope)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return (x < 0).to(x.dtype) * self._log_slope
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forward(x, params), (x < 0).to(x.dtype) * self._log_slope
+        return F.leaky_relu(x, self.negative_slope), (x < 0).to(x.dtype) * self._log_slope
 
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._inverse(y, params), (y < 0).to(y.dtype) * self._log_slope
+        return F.leaky_relu(y, 1.0 / self.negative_slope), (y < 0).to(y.dtype) * self._log_slope
 
 
 class Power(Bijector):
@@ -295,15 +240,6 @@ class Power(Bijector):
         self.sign = 1 if self.exponent > 0 else -1
         self._log_abs_exponent = math.log(abs(self.exponent))
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.pow(self.exponent)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.pow(1.0 / self.exponent)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._log_abs_exponent + (self.exponent - 1.0) * x.log()
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return x.pow(self.exponent), self._log_abs_exponent + (self.exponent - 1.0) * x.log()

@@ -57,15 +57,6 @@ class Permute(Bijector):
         self.register_buffer("permutation", perm)
         self.register_buffer("inv_permutation", torch.argsort(perm))
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x[..., self.permutation]
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y[..., self.inv_permutation]
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_zeros(())
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return x[..., self.permutation], x.new_zeros(())
 

@@ -87,20 +87,11 @@ class Reshape(Bijector):
     def inverse_shape(self, shape: torch.Size) -> torch.Size:
         return swap_event("Reshape", shape, self.target_shape, self.shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.reshape(self.forward_shape(x.shape))
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.reshape(self.inverse_shape(y.shape))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_zeros(())
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forward(x, params), x.new_zeros(())
+        return x.reshape(self.forward_shape(x.shape)), x.new_zeros(())
 
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._inverse(y, params), y.new_zeros(())
+        return y.reshape(self.inverse_shape(y.shape)), y.new_zeros(())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, target_shape={tuple(self.target_shape)}"
@@ -189,15 +180,6 @@ class Squeeze(Bijector):
         if squeeze:
             return F.pixel_unshuffle(value, self.factor)
         return F.pixel_shuffle(value, self.factor)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._move(x, self._squeeze)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._move(y, not self._squeeze)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_zeros(())
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return self._move(x, self._squeeze), x.new_zeros(())

@@ -54,15 +54,6 @@ class Reverse(Bijector):
     def _raw_event_dim(self) -> int:
         return len(self.shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.flip(self._offset)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.flip(self._offset)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_zeros(())
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return x.flip(self._offset), x.new_zeros(())
 
