@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
@@ -45,6 +45,10 @@ class Affine(ElementwiseBijector):
         >>> b.forward(torch.zeros(3, 2)).shape
         torch.Size([3, 2])
     """
+
+    costs = Costs(
+        "analytic", "O(D) elementwise + conditioner", "O(D) elementwise + conditioner", "O(D), with the pass"
+    )
 
     transformer: AffineTransformer
     sign: int | None = 1  # the scale is exp(s) > 0
@@ -114,6 +118,14 @@ class AffineAutoregressive(Affine):
         True
     """
 
+    costs = Costs(
+        "sequential",
+        "D sequential passes of the conditioner",
+        "1 parallel pass of the conditioner",
+        "O(D), with the pass",
+        reference="Papamakarios et al. 2017 (MAF); Kingma et al. 2016 (IAF, via `Invert`)",
+    )
+
     conditioned_on_output = True
     sign = None  # not elementwise
 
@@ -159,6 +171,8 @@ class AffineFixed(Bijector):
         >>> bij.AffineFixed(loc=1.0, scale=2.0)(shape=torch.Size([1])).forward(torch.ones(1))
         tensor([3.])
     """
+
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(1)")
 
     def __init__(
         self,

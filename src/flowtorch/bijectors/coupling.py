@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import as_slice, take_last
 from flowtorch.core.validation import nonscalar_event
@@ -235,6 +235,14 @@ class AffineCoupling(_Coupling):
         (True, True)
     """
 
+    costs = Costs(
+        "analytic",
+        "1 parallel pass of the conditioner",
+        "1 parallel pass of the conditioner",
+        "O(D), with the pass",
+        reference="Dinh et al. 2015 (NICE); Dinh et al. 2017 (RealNVP)",
+    )
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -295,6 +303,14 @@ class SplineCoupling(_Coupling):
         >>> torch.allclose(b.inverse(b.forward(x, c), c), x, atol=1e-5)
         True
     """
+
+    costs = Costs(
+        "analytic",
+        "1 parallel pass of the conditioner, O(D log K)",
+        "1 parallel pass of the conditioner, O(D log K)",
+        "O(D), with the pass",
+        reference="Durkan et al. 2019",
+    )
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 
 __all__ = ["ELU", "Exp", "LeakyReLU", "Power", "Sigmoid", "Softplus", "Tanh"]
 
@@ -34,6 +34,8 @@ class Exp(Bijector):
         >>> bij.Exp()(shape=torch.Size([1])).forward(torch.zeros(1))
         tensor([1.])
     """
+
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
 
     sign = 1
 
@@ -63,6 +65,8 @@ class Sigmoid(Bijector):
         >>> y, round(ladj.item(), 4)  # 2 log(1/4)
         (tensor([0.5000, 0.5000]), -2.7726)
     """
+
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
 
     sign = 1
 
@@ -94,6 +98,8 @@ class Softplus(Bijector):
         True
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     codomain = constraints.positive
@@ -124,6 +130,8 @@ class Tanh(Bijector):
         (tensor([0.]), tensor(0.))
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     codomain = constraints.interval(-1.0, 1.0)
@@ -150,6 +158,8 @@ class ELU(Bijector):
         >>> bij.ELU()(shape=torch.Size([2])).forward(torch.tensor([1.0, 0.0]))
         tensor([1., 0.])
     """
+
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
 
     sign = 1
 
@@ -181,6 +191,8 @@ class LeakyReLU(Bijector):
         >>> bij.LeakyReLU(negative_slope=0.5)(shape=torch.Size([2])).forward(torch.tensor([-2.0, 2.0]))
         tensor([-1.,  2.])
     """
+
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
 
     sign = 1
 
@@ -222,6 +234,8 @@ class Power(Bijector):
         >>> bij.Power(exponent=3.0)(shape=torch.Size([2])).forward(torch.tensor([1.0, 2.0]))
         tensor([1., 8.])
     """
+
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
 
     domain = constraints.positive
     codomain = constraints.positive

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.core.validation import integer_at_least, nonscalar_event
@@ -73,6 +73,14 @@ class FFJORD(Bijector):
         >>> torch.allclose(b.inverse(y), x, atol=1e-5)
         True
     """
+
+    costs = Costs(
+        "numerical (backward ODE solve)",
+        "an ODE solve (N evaluations of f)",
+        "an ODE solve (N evaluations of f)",
+        "integrated with the solve: D JVPs per evaluation (exact) or 1 (Hutchinson)",
+        reference="Grathwohl et al. 2019; Chen et al. 2018",
+    )
 
     def __init__(
         self,

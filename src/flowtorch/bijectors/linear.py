@@ -18,7 +18,7 @@ from torch import nn
 from torch.distributions import constraints
 from typing_extensions import Self
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.validation import integer_at_least
 
 __all__ = ["Householder", "LULinear"]
@@ -304,6 +304,14 @@ class LULinear(_LU):
         True
     """
 
+    costs = Costs(
+        "analytic",
+        "O(D²) per sample + O(D³) to form W",
+        "2 triangular solves, O(D²) per sample",
+        "O(D)",
+        reference="Kingma & Dhariwal 2018; Durkan et al. 2019",
+    )
+
 
 class Householder(Bijector):
     r"""Orthogonal map of the last event dim: a product of ``n_reflections`` Householder reflections.
@@ -332,6 +340,14 @@ class Householder(Bijector):
         >>> torch.allclose(q @ q.T, torch.eye(3), atol=1e-6)
         True
     """
+
+    costs = Costs(
+        "analytic",
+        "O(KD), K reflections",
+        "O(KD)",
+        "0 (volume preserving)",
+        reference="Tomczak & Welling 2016",
+    )
 
     domain = constraints.real_vector
     codomain = constraints.real_vector

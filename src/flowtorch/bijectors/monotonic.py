@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.nn.integrand import IntegrandNet
@@ -173,6 +173,14 @@ class SOSPolynomial(_Monotone):
         True
     """
 
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential passes, each an elementwise root solve",
+        "1 parallel pass of the conditioner",
+        "O(D·K·r), closed form",
+        reference="Jaini et al. 2019",
+    )
+
     conditioned_on_output = True
     _antidiagonals: torch.Tensor
 
@@ -272,6 +280,14 @@ class Bernstein(_Monotone):
         True
     """
 
+    costs = Costs(
+        "numerical",
+        "an elementwise root solve",
+        "O(D·M) elementwise (degree M)",
+        "O(D·M), closed form",
+        reference="Sick et al. 2020; Ramasinghe et al. 2021",
+    )
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -370,6 +386,14 @@ class UMNN(_Monotone):
         >>> x.shape, ladj.shape
         (torch.Size([5, 2]), torch.Size([5]))
     """
+
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential passes, each an elementwise root solve",
+        "1 parallel pass of the conditioner + quadrature (N nodes)",
+        "O(D), the integrand at y",
+        reference="Wehenkel & Louppe 2019",
+    )
 
     conditioned_on_output = True
 

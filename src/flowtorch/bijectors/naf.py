@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowtorch.bijectors.monotonic import SOLVERS, _Monotone
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import integer_at_least, nonscalar_event
@@ -82,6 +82,14 @@ class NeuralAutoregressive(_Monotone):
         >>> torch.allclose(b.forward(x), y, atol=1e-4)  # sampling direction: numerical
         True
     """
+
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential passes, each an elementwise root solve",
+        "1 parallel pass of the conditioner, O(D·K)",
+        "O(D·K), closed form",
+        reference="Huang et al. 2018",
+    )
 
     conditioned_on_output = True
 
@@ -188,6 +196,14 @@ class BlockNeuralAutoregressive(Bijector):
         >>> torch.allclose(b.forward(x), y, atol=1e-4)
         True
     """
+
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential Newton solves",
+        "1 pass of the block network",
+        "O(D·a²) per layer, from the diagonal blocks",
+        reference="De Cao et al. 2019",
+    )
 
     def __init__(
         self,

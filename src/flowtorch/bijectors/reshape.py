@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.shapes import swap_event
 from flowtorch.core.validation import integer_at_least
 
@@ -67,6 +67,8 @@ class Reshape(Bijector):
         >>> r.inverse_shape(torch.Size([2, 3]))
         torch.Size([6])
     """
+
+    costs = Costs("analytic", "a view", "a view", "0 (volume preserving)")
 
     def __init__(
         self,
@@ -151,6 +153,14 @@ class Squeeze(Bijector):
         (torch.Size([4, 2, 2]), [0.0, 1.0, 4.0, 5.0])
     """
 
+    costs = Costs(
+        "analytic",
+        "O(D) copy",
+        "O(D) copy",
+        "0 (volume preserving)",
+        reference="Dinh et al. 2017; Kingma & Dhariwal 2018",
+    )
+
     domain = constraints.independent(constraints.real, 3)
     codomain = constraints.independent(constraints.real, 3)
     _squeeze = True  # Unsqueeze flips it
@@ -213,5 +223,13 @@ class Unsqueeze(Squeeze):
         >>> torch.equal(Unsqueeze()(shape=torch.Size([4, 2, 2])).forward(y), x)
         True
     """
+
+    costs = Costs(
+        "analytic",
+        "O(D) copy",
+        "O(D) copy",
+        "0 (volume preserving)",
+        reference="Dinh et al. 2017; Kingma & Dhariwal 2018",
+    )
 
     _squeeze = False

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.core.validation import integer_at_least, vector_event
 from flowtorch.nn.spectral import SpectralNormLinear
@@ -212,6 +212,14 @@ class ResidualFlow(Bijector):
         ...     b.inverse(b.forward(x)) is x
         True
     """
+
+    costs = Costs(
+        "numerical (fixed-point iteration)",
+        "1 pass of g",
+        "a pass of g per iteration",
+        "exact: D VJPs + slogdet; series/roulette: stochastic, a VJP per term",
+        reference="Chen et al. 2019 (residual flows); Behrmann et al. 2019",
+    )
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -490,6 +498,14 @@ class InvertibleResNet(ResidualFlow):
         >>> b.activation, b.estimator
         ('elu', 'series')
     """
+
+    costs = Costs(
+        "numerical (fixed-point iteration)",
+        "1 pass of g",
+        "a pass of g per iteration",
+        "series (default): stochastic and biased, a VJP per term",
+        reference="Behrmann et al. 2019 (i-ResNet)",
+    )
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 
 __all__ = ["Reverse"]
 
@@ -31,6 +31,10 @@ class Reverse(Bijector):
         >>> Reverse()(shape=torch.Size([3])).forward(torch.tensor([1.0, 2.0, 3.0]))
         tensor([3., 2., 1.])
     """
+
+    costs = Costs(
+        "analytic", "O(D) flip", "O(D) flip", "0 (volume preserving)", reference="Kingma & Dhariwal 2018"
+    )
 
     domain = constraints.real_vector
     codomain = constraints.real_vector

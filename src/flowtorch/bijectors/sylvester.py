@@ -8,7 +8,7 @@ import torch
 from torch.distributions import constraints
 
 from flowtorch.bijectors.planar import solve_shifted_tanh
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.core.validation import integer_at_least, vector_event
@@ -74,6 +74,14 @@ class Sylvester(Bijector):
         >>> torch.allclose(b.inverse(y), x, atol=1e-5), ladj.shape
         (True, torch.Size([5]))
     """
+
+    costs = Costs(
+        "numerical (M scalar solves, bottom up)",
+        "O(DM + M²)",
+        "O(DM + M²) + M scalar solves",
+        "O(M)",
+        reference="van den Berg et al. 2018",
+    )
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
