@@ -299,3 +299,29 @@ def test_the_docs_hook_copies_mathjax_or_names_the_package(
     monkeypatch.setattr(hooks, "MATHJAX_PACKAGE", ("django-static-mathjax", "no_such_mathjax_module"))
     with pytest.raises(Exception, match=r"MathJax is not installed: .*'django-static-mathjax'"):
         hooks.mathjax_files()
+
+
+# ----------------------------------------------------------------------------- the README's layout
+#: modules kept only so that old import paths work: each re-exports names from flowtorch.core
+_SHIMS = {"lazy", "recipes_glow"}
+_BIJECTOR_SHIMS = {"base", "mode", "compose", "combine"}
+
+
+def test_the_readmes_layout_matches_the_package() -> None:
+    """ "What is inside" names every package and module of ``src/flowtorch`` and every family
+    module of ``flowtorch.bijectors``, and nothing that is not there."""
+    section = (ROOT / "README.md").read_text().split("## What is inside")[1].split("\n## ")[0]
+    package = ROOT / "src" / "flowtorch"
+    present = {
+        p.stem
+        for p in package.iterdir()
+        if not p.name.startswith("_") and (p.suffix == ".py" or (p / "__init__.py").is_file())
+    } - _SHIMS
+    named = set(re.findall(r"^\| `flowtorch\.(\w+)`", section, re.MULTILINE))
+    assert named == present, (
+        f"README lists {sorted(named - present)} not in the package, lacks {sorted(present - named)}"
+    )
+    row = next(line for line in section.splitlines() if line.startswith("| `flowtorch.bijectors`"))
+    families = {p.stem for p in (package / "bijectors").glob("*.py") if not p.name.startswith("_")}
+    missing = sorted(m for m in families - _BIJECTOR_SHIMS if f"`{m}`" not in row)
+    assert not missing, f"the bijectors row of the README lacks the family modules {missing}"
