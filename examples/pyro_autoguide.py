@@ -101,12 +101,14 @@ def plot(
     axes = fig.subplots(1, 3)
     for (name, values), color in zip(curves.items(), ("tab:orange", "tab:green")):
         window = max(len(values) // 40, 1)
-        smooth = torch.tensor(values).unfold(0, window, 1).mean(-1) if len(values) >= window else values
+        smooth = (
+            torch.tensor(values).unfold(0, window, 1).median(-1).values if len(values) >= window else values
+        )
         axes[0].plot(list(range(window - 1, window - 1 + len(smooth))), list(smooth), color=color, label=name)
     axes[0].axhline(0.0, color="k", linewidth=0.8, linestyle="--", label="log Z = 0")
     axes[0].set_ylim(-3.0, 0.5)
     axes[0].set_xlabel("SVI step")
-    axes[0].set_ylabel("ELBO (moving average)")
+    axes[0].set_ylabel("ELBO (moving median)")
     axes[0].legend()
     axes[0].set_title("training: same budget, same architecture")
     for ax, (name, guide), color in zip(axes[1:], guides.items(), ("tab:orange", "tab:green")):
