@@ -480,11 +480,14 @@ def fit(model: object, guide: object, args: tuple, steps: int, lr: float, seed: 
     return final_elbo(model, guide, args, seed)
 
 
-#: (model, steps, learning rate, tolerance in nats) of the quick comparison
+#: model: (steps, learning rate, tolerance in nats) of the quick comparison. The tolerance is
+#: about half the seed-to-seed spread of AutoIAFNormal's final ELBO at 1000 steps (sd 0.02 on
+#: eight schools, 0.19 on the logistic regression, 0.35 on the funnel; docs/how-to/pyro-autoguide.md),
+#: and at least 0.1.
 BUDGETS = {
     "eight_schools": (150, 0.01, 0.1),
     "logistic_regression": (150, 0.01, 0.3),
-    "funnel": (150, 0.01, 0.1),
+    "funnel": (150, 0.01, 0.2),
 }
 
 

@@ -34,6 +34,7 @@ Example:
     >>> from flowtorch.interop.autoguide import AutoFlow
     >>> def model():
     ...     pyro.sample("scale", pdist.HalfCauchy(1.0))
+    >>> pyro.clear_param_store()  # names are global in Pyro: a guide's parameters live there
     >>> guide = AutoFlow(model)
     >>> sorted(guide())
     ['scale']
