@@ -22,6 +22,8 @@ poutine = pytest.importorskip("pyro.poutine")
 infer = pytest.importorskip("pyro.infer")
 autoguide = pytest.importorskip("pyro.infer.autoguide")
 
+from tests._device import device  # noqa: E402, F401  (the fixture)
+
 from flowtorch.interop.autoguide import AutoFlow, _Draw, default_flow  # noqa: E402
 
 SLOW = os.environ.get("FLOWTORCH_SLOW", "") not in ("", "0")
@@ -408,6 +410,21 @@ def test_default_flow_is_an_iaf_sized_by_the_latent_dimension() -> None:
     made = [m for m in guide.flow.modules() if isinstance(m, params.DenseAutoregressive)]
     assert len(made) == 2 and all(m.hidden_dims == (32, 32) for m in made)
     assert all(isinstance(b, bij.Invert) for b in guide.flow.bijector.layers())
+
+
+def test_the_flow_lives_on_the_device_of_the_model(device: torch.device) -> None:  # noqa: F811
+    def model() -> None:
+        scale = pyro.sample("scale", pd.HalfNormal(torch.ones((), device=device)))
+        pyro.sample("z", pd.Normal(torch.zeros(3, device=device), scale).to_event(1))
+
+    guide = AutoFlow(model, IAF(layers=1, hidden_dims=(8,)))
+    svi = infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), infer.Trace_ELBO(num_particles=4))
+    assert torch.isfinite(torch.tensor(svi.step()))
+    assert all(p.device.type == device.type for p in guide.flow.parameters())
+    assert guide.median()["z"].device.type == device.type
+    posterior = guide.get_posterior()
+    y = posterior.rsample((3,))
+    torch.testing.assert_close(posterior.log_prob(y), _fresh_score(guide, y))
 
 
 def test_float64_model() -> None:
