@@ -279,8 +279,9 @@ class AutoFlow(AutoContinuous):  # type: ignore[misc]
             these. Default: :func:`default_flow`. A flow whose forward is sequential (a MAF)
             works but samples one dimension at a time; prefer the IAF direction.
         init_loc_fn: the initialisation of the model's values when the guide first traces the
-            model (as Pyro's ``AutoNormalizingFlow``, the flow itself starts near
-            :math:`\mathcal N(0, I_D)`).
+            model, as for Pyro's ``AutoNormalizingFlow``; the flow starts where its own
+            initialisation puts it (near :math:`\mathcal N(0, I_D)` for flowtorch's recipes,
+            whose conditioners start near zero).
         num_quantile_samples: the number of draws behind ``median`` and ``quantiles``.
 
     Example:
