@@ -497,10 +497,9 @@ def fit(model: object, guide: object, args: tuple, steps: int, lr: float, seed: 
     return final_elbo(model, guide, args, seed)
 
 
-#: model: (steps, learning rate, tolerance in nats) of the quick comparison. The tolerance is
-#: about half the seed-to-seed spread of AutoIAFNormal's final ELBO at 1000 steps (sd 0.02 on
-#: eight schools, 0.19 on the logistic regression, 0.35 on the funnel; docs/how-to/pyro-autoguide.md),
-#: and at least 0.1.
+#: model: (steps, learning rate, tolerance in nats) of the quick comparison. For scale, the
+#: seed-to-seed sd of AutoIAFNormal's final ELBO at 1000 steps is 0.02 nats on eight schools, 0.19
+#: on the logistic regression and 0.35 on the funnel (docs/how-to/pyro-autoguide.md).
 BUDGETS = {
     "eight_schools": (150, 0.01, 0.1),
     "logistic_regression": (150, 0.01, 0.3),
