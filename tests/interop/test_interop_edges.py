@@ -24,7 +24,7 @@ def _normal(d: int) -> torch.distributions.Distribution:
 
 def test_a_context_that_is_not_a_tensor_is_named() -> None:
     b = bij.Affine(params.Tensor())(shape=S([2]), context_shape=S([3]))
-    with pytest.raises(TypeError, match=r"to_transform: the context must be a torch\.Tensor, got list"):
+    with pytest.raises(TypeError, match=r"to_transform: Affine: context must be a torch\.Tensor, got list"):
         to_transform(b, [0.0, 0.0, 0.0])  # type: ignore[arg-type]
 
 

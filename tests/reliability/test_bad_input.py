@@ -206,7 +206,7 @@ BAD: dict[str, Any] = {
     "Flow: context of the wrong shape": Bad(
         lambda: flow(context=True).log_prob(x3, torch.randn(4, 3)),
         ValueError,
-        r"Flow: context has shape \(4, 3\), but its trailing dims must be \(2,\)",
+        r"Flow: context has shape \(4, 3\), but its trailing dims must be the context shape \(2,\)",
     ),
     "Flow.condition: context of the wrong shape": Bad(
         lambda: flow(context=True).condition(torch.randn(3)), ValueError, r"context has shape \(3,\)"

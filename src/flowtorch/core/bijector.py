@@ -39,6 +39,7 @@ from torch.distributions import constraints
 from flowtorch.core import mode as _mode
 from flowtorch.core.lazy import LazyModule, Plan
 from flowtorch.core.shapes import broadcastable
+from flowtorch.core.validation import check_context
 
 __all__ = ["Bijector", "Costs", "Params", "SequentialSamplingWarning", "build"]
 
@@ -378,25 +379,12 @@ class Bijector(LazyModule):
                 f"{dtype}; convert one of them (e.g. {name}.to({dtype}) or bijector.to({value.dtype}))"
             )
         cs = self.context_shape
+        check_context(type(self).__name__, cs, context)
         if cs is None:
-            if context is not None:
-                raise ValueError(f"{type(self).__name__} takes no context, but a context was given")
             return
-        if context is None:
-            raise ValueError(
-                f"{type(self).__name__} is conditional (context_shape={tuple(cs)}), but no context was given"
-            )
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(
-                f"{type(self).__name__}: context must be a torch.Tensor, got {type(context).__name__}"
-            )
+        assert context is not None
         c_shape = context.shape
         j = len(c_shape) - len(cs)
-        if j < 0 or c_shape[j:] != cs:
-            raise ValueError(
-                f"{type(self).__name__}: context has shape {tuple(c_shape)}, but its trailing "
-                f"dims must be the context shape {tuple(cs)}"
-            )
         if not context.is_floating_point():
             raise TypeError(f"{type(self).__name__}: context must be floating point, got {context.dtype}")
         if dtype is not None and context.dtype != dtype:

@@ -8,7 +8,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_size", "integer_at_least", "nonscalar_event", "positive_int", "positive_ints", "vector_event"]
+__all__ = [
+    "as_size",
+    "check_context",
+    "integer_at_least",
+    "nonscalar_event",
+    "positive_int",
+    "positive_ints",
+    "vector_event",
+]
 
 
 def _integer(value: Any) -> int | None:
@@ -165,3 +173,50 @@ def nonscalar_event(name: str, shape: torch.Size | tuple[int, ...]) -> torch.Siz
     if len(shape) < 1:
         raise ValueError(f"{name} needs an event of at least one dim, got shape ()")
     return shape
+
+
+def check_context(
+    owner: str,
+    context_shape: torch.Size | None,
+    context: Any,
+    *,
+    unconditional: str = "takes no context",
+    missing: str = ", but no context was given",
+    subject: str | None = None,
+) -> None:
+    """The one check of a context against a ``context_shape`` (``None``: unconditional), for
+    bijectors, flows and exported transforms alike; each error names ``owner`` and the problem.
+
+    Reference: ``torch.distributions.Distribution``'s argument validation (PyTorch
+    documentation), which names the argument and the constraint it breaks.
+
+    Args:
+        owner: who is called, for the error (``"MAF"``, ``"Flow: this flow"``).
+        context_shape: the event shape of the context, or ``None`` for an unconditional owner.
+        context: what the user gave.
+        unconditional: how the error says that ``owner`` takes no context.
+        missing: how the error ends when a conditional ``owner`` got none (a hint where to pass it).
+        subject: who the errors about a context given or missing speak of (default ``owner``).
+
+    Example:
+        >>> check_context("MAF", torch.Size([2]), torch.zeros(5, 2))
+        >>> check_context("MAF", None, torch.zeros(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: MAF takes no context, but a context was given
+    """
+    who = owner if subject is None else subject
+    if context_shape is None:
+        if context is not None:
+            raise ValueError(f"{who} {unconditional}, but a context was given")
+        return
+    if context is None:
+        raise ValueError(f"{who} is conditional (context_shape={tuple(context_shape)}){missing}")
+    if not isinstance(context, torch.Tensor):
+        raise TypeError(f"{owner}: context must be a torch.Tensor, got {type(context).__name__}")
+    k = context.dim() - len(context_shape)
+    if k < 0 or context.shape[k:] != context_shape:
+        raise ValueError(
+            f"{owner}: context has shape {tuple(context.shape)}, but its trailing dims must be the "
+            f"context shape {tuple(context_shape)}"
+        )

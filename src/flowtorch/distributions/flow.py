@@ -15,7 +15,7 @@ from torch.distributions import constraint_registry as constraints_registry
 from flowtorch.core.bijector import Bijector, build, unintercepted
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.shapes import broadcast_shapes, broadcastable
-from flowtorch.core.validation import as_size
+from flowtorch.core.validation import as_size, check_context
 
 __all__ = ["Flow"]
 
@@ -190,17 +190,14 @@ class Flow(nn.Module, Distribution):
     def _context_for(self, context: torch.Tensor | None) -> torch.Tensor | None:
         if context is None:
             context = self._context
-        cs = self.context_shape
-        if cs is None:
-            if context is not None:
-                raise ValueError("Flow: this flow is not conditional, but a context was given")
-            return None
-        if context is None:
-            raise ValueError(f"Flow: this flow is conditional (context_shape={tuple(cs)}); pass context=")
-        if context.shape[context.dim() - len(cs) :] != cs or context.dim() < len(cs):
-            raise ValueError(
-                f"Flow: context has shape {tuple(context.shape)}, but its trailing dims must be {tuple(cs)}"
-            )
+        check_context(
+            "Flow",
+            self.context_shape,
+            context,
+            subject="Flow: this flow",
+            unconditional="is not conditional",
+            missing="; pass context=",
+        )
         return context
 
     def _base_sample_shape(self, sample_shape: _Size, context: torch.Tensor | None) -> torch.Size:

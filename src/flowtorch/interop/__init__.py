@@ -62,6 +62,7 @@ from flowtorch.core.bijector import Bijector
 from flowtorch.core.compose import Compose, Invert
 from flowtorch.core.mode import BijectiveMode
 from flowtorch.core.shapes import broadcast_shapes
+from flowtorch.core.validation import check_context
 from flowtorch.distributions.flow import Flow
 
 if TYPE_CHECKING:
@@ -115,23 +116,9 @@ def _sign(b: Bijector) -> int:
 
 
 def _check_context(b: Bijector, context: torch.Tensor | None) -> None:
-    name = type(b).__name__
-    cs = b.context_shape
-    if cs is None:
-        if context is not None:
-            raise ValueError(f"to_transform: {name} takes no context, but a context was given")
-        return
-    if context is None:
-        raise ValueError(
-            f"to_transform: {name} is conditional (context_shape={tuple(cs)}); pass the context to bind"
-        )
-    if not isinstance(context, torch.Tensor):
-        raise TypeError(f"to_transform: the context must be a torch.Tensor, got {type(context).__name__}")
-    if context.dim() < len(cs) or context.shape[context.dim() - len(cs) :] != cs:
-        raise ValueError(
-            f"to_transform: context has shape {tuple(context.shape)}, but its trailing dims must be the "
-            f"context shape {tuple(cs)}"
-        )
+    check_context(
+        f"to_transform: {type(b).__name__}", b.context_shape, context, missing="; pass the context to bind"
+    )
 
 
 class BijectorTransform(Transform):
