@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.case import check_a_context_batch_wider_than_the_input, perturb
 
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
 from flowtorch.parameters.coupling import DenseCoupling
+from tests.case import check_a_context_batch_wider_than_the_input, perturb
 
 S = torch.Size
 F64 = torch.float64

@@ -8,7 +8,6 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from tests._torch import needs_fused_cpu_optimizers
 
 import flowtorch
 from flowtorch.bijectors.affine import Affine
@@ -16,6 +15,7 @@ from flowtorch.bijectors.conv import Invertible1x1Conv
 from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.core.compose import Compose
 from flowtorch.parameters import Tensor
+from tests._torch import needs_fused_cpu_optimizers
 
 DT = torch.float64
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.case import perturb
 
 from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.core.lazy import Plan
 from flowtorch.ops.numerical import quadrature
 from flowtorch.parameters import DenseAutoregressive, Parameters
+from tests.case import perturb
 
 F64 = torch.float64
 GEN = torch.Generator().manual_seed(0)

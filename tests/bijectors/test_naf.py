@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.case import perturb
 
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
@@ -21,6 +20,7 @@ from flowtorch.bijectors.naf import (
 )
 from flowtorch.bijectors.reverse import Reverse
 from flowtorch.core.compose import Compose
+from tests.case import perturb
 
 F64 = torch.float64
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tests.case import check_a_context_batch_wider_than_the_input
 
 from flowtorch.bijectors.residual import ResidualFlow, SpectralNormLinear
+from tests.case import check_a_context_batch_wider_than_the_input
 
 S = torch.Size
 F64 = torch.float64

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.case import perturb
 from torch.distributions import ComposeTransform, Independent, Normal
 
 import flowtorch.bijectors as bij
@@ -13,6 +12,7 @@ import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.interop import to_pyro, to_transform
 from flowtorch.ops import soft_clamp
+from tests.case import perturb
 
 S = torch.Size
 F64 = torch.float64

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from tests._device import device  # noqa: F401  (fixture; conftest may also load the plugin)
 from torch.distributions import (
     ComposeTransform,
     Independent,
@@ -27,6 +26,7 @@ from flowtorch.bijectors.coupling import AffineCoupling
 from flowtorch.bijectors.reshape import Reshape
 from flowtorch.core.bijector import Bijector
 from flowtorch.interop import BijectorTransform, to_transform, to_transformed_distribution
+from tests._device import device  # noqa: F401  (fixture; conftest may also load the plugin)
 
 D = 3
 F64 = torch.float64
