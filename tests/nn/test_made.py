@@ -1,59 +1,126 @@
-"""MADE and its masked layer: wrong shapes, a missing input, skip connections, an explicit order,
-and the abstract conditioner."""
+"""The masked layer of MADE: a mask of the wrong shape is named, and a sequential pass computes
+each masked layer's ``W * M`` once; nothing else changes."""
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 import torch
-import torch.nn.functional as F
 
+import flowtorch.bijectors as bij
+import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.nn import MaskedLinear
+from flowtorch.nn import made as made_module
+from flowtorch.nn.made import fixed_masked_weights
 
-S = torch.Size
-F64 = torch.float64
+
+def _layer() -> MaskedLinear:
+    torch.manual_seed(0)
+    return MaskedLinear(3, 4, mask=(torch.rand(4, 3) > 0.5).float())
+
+
+def _flow(skip: bool = False) -> dist.Flow:
+    torch.manual_seed(1)
+    base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(5), torch.ones(5)), 1)
+    made = params.DenseAutoregressive(hidden_dims=(8, 8), skip_connections=skip)
+    flow = dist.Flow(base, bij.Compose([bij.AffineAutoregressive(made), bij.AffineAutoregressive(made)]))
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # every layer does real work
+    return flow
+
+
+def _without_the_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes every scope a no-op, as the code before it computed ``W * M`` per call."""
+    monkeypatch.setattr(made_module, "_is_compiling", lambda: True)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_sequential_sampling_gives_the_same_values_and_gradients(
+    skip: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = []
+    for fixed in (True, False):
+        with monkeypatch.context() as m:
+            if not fixed:
+                _without_the_scope(m)
+            flow = _flow(skip)
+            torch.manual_seed(2)
+            y, lp = flow.rsample_and_log_prob((7,))
+            (y.sum() + lp.sum()).backward()
+            results.append((y.detach(), lp.detach(), [p.grad.clone() for p in flow.parameters()]))
+    (y1, lp1, g1), (y2, lp2, g2) = results
+    torch.testing.assert_close(y1, y2)
+    torch.testing.assert_close(lp1, lp2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_product_is_computed_once_per_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, x = _layer(), torch.randn(2, 3)
+    calls = []
+    original = torch.Tensor.__mul__
+
+    def counting(self: torch.Tensor, other: Any) -> Any:
+        if self is layer.weight:
+            calls.append(1)
+        return original(self, other)
+
+    monkeypatch.setattr(torch.Tensor, "__mul__", counting)
+    with fixed_masked_weights([layer]):
+        outs = [layer(x) for _ in range(5)]
+    assert len(calls) == 1
+    assert layer._fixed is None  # the scope leaves nothing behind
+    for out in outs:
+        torch.testing.assert_close(out, torch.nn.functional.linear(x, layer.weight * layer.mask, layer.bias))
+
+
+def test_a_call_in_another_grad_mode_computes_its_own_product() -> None:
+    layer, x = _layer(), torch.randn(2, 3)
+    with torch.no_grad(), fixed_masked_weights([layer]), torch.enable_grad():
+        out = layer(x)  # the fixed product has no graph: this call must not use it
+    out.sum().backward()
+    assert layer.weight.grad is not None
+    torch.testing.assert_close(layer.weight.grad, layer.mask * torch.ones(4, 1) * x.sum(0))
+
+
+def test_another_thread_computes_its_own_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, x = _layer(), torch.randn(2, 3)
+    products: list[int] = []
+    original = torch.Tensor.__mul__
+
+    def counting(self: torch.Tensor, other: Any) -> Any:
+        if self is layer.weight:
+            products.append(threading.get_ident())
+        return original(self, other)
+
+    monkeypatch.setattr(torch.Tensor, "__mul__", counting)
+    out: list[torch.Tensor] = []
+    with fixed_masked_weights([layer]):
+        t = threading.Thread(target=lambda: out.append(layer(x)))
+        t.start()
+        t.join()
+        layer(x)  # served from the scope
+    assert products == [threading.get_ident(), t.ident]  # the scope's product, then the thread's own
+    torch.testing.assert_close(out[0], torch.nn.functional.linear(x, layer.weight * layer.mask, layer.bias))
+
+
+def test_the_scope_is_left_clean_after_an_error_and_nested_scopes_keep_the_outer() -> None:
+    layer = _layer()
+    with pytest.raises(RuntimeError, match="boom"), fixed_masked_weights([layer]):
+        raise RuntimeError("boom")
+    assert layer._fixed is None
+    with fixed_masked_weights([layer]):
+        outer = layer._fixed
+        with fixed_masked_weights([layer]):
+            assert layer._fixed is outer
+        assert layer._fixed is outer  # the inner scope did not clear the outer one
+    assert layer._fixed is None
 
 
 def test_a_mask_of_the_wrong_shape_is_named() -> None:
     with pytest.raises(ValueError, match=r"MaskedLinear: mask has shape \(3, 2\), expected \(2, 3\)"):
         MaskedLinear(3, 2, torch.ones(3, 2))
-
-
-def test_a_parameter_shape_not_starting_with_the_input_shape_is_named() -> None:
-    with pytest.raises(ValueError, match=r"parameter shape \(4, 2\) must start with the input shape \(3,\)"):
-        params.DenseAutoregressive(hidden_dims=(4,))(param_shapes=[S([4, 2])], input_shape=S([3]))
-
-
-def test_a_missing_input_is_named() -> None:
-    made = params.DenseAutoregressive(hidden_dims=(4,))(param_shapes=[S([3])], input_shape=S([3]))
-    with pytest.raises(ValueError, match="DenseAutoregressive needs the bijector's input"):
-        made(None)
-
-
-def test_skip_connections_in_an_explicit_order() -> None:
-    order = [2, 0, 1]  # dim 2 first, then 0, then 1
-    torch.manual_seed(0)
-    made = params.DenseAutoregressive(hidden_dims=(4,), permutation=order, skip_connections=True)(
-        param_shapes=[S([3])], input_shape=S([3])
-    ).to(F64)
-    assert made.permutation.tolist() == order
-    with torch.no_grad():  # only the skip connection is left
-        made.output.weight.zero_()
-        made.output.bias.zero_()
-        made.skip.weight.normal_()
-    rank = {dim: i for i, dim in enumerate(order)}
-    allowed = torch.tensor([[float(rank[j] < rank[i]) for j in range(3)] for i in range(3)], dtype=F64)
-    x = torch.randn(5, 3, dtype=F64)
-    (out,) = made(x)
-    torch.testing.assert_close(out, F.linear(x, made.skip.weight * allowed))
-    assert bool((out[:, 2] == 0).all())  # the first in the order sees no input
-
-
-def test_the_abstract_conditioner_has_no_forward() -> None:
-    class Unfinished(params.Parameters):
-        pass
-
-    cond = Unfinished()(param_shapes=[S([2])], input_shape=S([2]))
-    assert cond.extra_repr() == "input_shape=(2,)"
-    with pytest.raises(NotImplementedError):
-        cond(torch.zeros(2))

@@ -1,15 +1,13 @@
-"""ResidualFlow and SpectralNormLinear: the layer as a module, NaN weights, a context batch wider
-than the input, and the inverse without gradients."""
+"""SpectralNormLinear: the bound on each layer's spectral norm, its gradient, the power iteration's
+buffer, the layer as a module, and NaN weights."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from flowtorch.bijectors.residual import ResidualFlow, SpectralNormLinear
-from tests.case import check_a_context_batch_wider_than_the_input
+from flowtorch.nn import SpectralNormLinear
 
-S = torch.Size
 F64 = torch.float64
 
 
@@ -37,32 +35,57 @@ def test_nan_weights_do_not_overwrite_the_power_iteration_buffer() -> None:
     assert torch.equal(layer.u, u)  # the warm start survives a diverged step
 
 
-def _flow() -> ResidualFlow:
+def test_spectral_norm_bounds_each_layer() -> None:
     torch.manual_seed(0)
-    b = ResidualFlow(hidden_dims=(8,), estimator="exact")(shape=S([2]), context_shape=S([3])).to(F64)
+    for out_f, in_f in [(16, 3), (16, 16), (3, 16), (40, 7)]:
+        layer = SpectralNormLinear(in_f, out_f, coefficient=0.8).to(F64)
+        with torch.no_grad():
+            layer.weight.normal_()
+        sigma = torch.linalg.matrix_norm(layer.weight, 2)
+        torch.testing.assert_close(layer.sigma(), sigma, atol=0, rtol=1e-10)
+        torch.testing.assert_close(
+            torch.linalg.matrix_norm(layer.normalized_weight(), 2), torch.tensor(0.8, dtype=F64)
+        )
+    small = SpectralNormLinear(4, 4, coefficient=0.8).to(F64)
     with torch.no_grad():
-        b.context_layer.weight.normal_()
-    return b
+        small.weight.mul_(0.1 / torch.linalg.matrix_norm(small.weight, 2))
+    assert torch.equal(small.normalized_weight(), small.weight)  # already below c: unchanged
 
 
-def test_a_context_batch_wider_than_the_input() -> None:
-    b = _flow()
-    x = torch.randn(2, dtype=F64)  # one event
-    c = torch.randn(4, 3, dtype=F64)  # four contexts
-    y, _ = check_a_context_batch_wider_than_the_input(b, x, c)
-    torch.testing.assert_close(b.inverse(y, c), x.expand(4, 2))
-
-
-def test_the_inverse_without_gradients_is_the_fixed_point_alone() -> None:
-    b = _flow()
-    x = torch.randn(5, 2, dtype=F64)
-    c = torch.randn(5, 3, dtype=F64)
-    y = b.forward(x, c).detach()
+def test_spectral_norm_gradient_is_the_top_singular_pair() -> None:
+    torch.manual_seed(1)
+    w = torch.randn(6, 4, dtype=F64)
+    layer = SpectralNormLinear(4, 6).to(F64)
     with torch.no_grad():
-        x_back = b.inverse(y, c)
-    assert not x_back.requires_grad and x_back.grad_fn is None
-    torch.testing.assert_close(x_back, x)
-    # with gradients on, the same point, now differentiable in the parameters
-    x_grad = b.inverse(y, c)
-    assert x_grad.requires_grad
-    torch.testing.assert_close(x_grad.detach(), x_back)
+        layer.weight.copy_(w)
+    layer.sigma().backward()
+    exact = w.clone().requires_grad_()
+    torch.linalg.matrix_norm(exact, 2).backward()
+    # u and v are accurate to about the square root of sigma's tolerance
+    torch.testing.assert_close(layer.weight.grad, exact.grad, atol=1e-6, rtol=1e-6)
+
+
+def test_power_iteration_writes_its_buffer_only_when_it_moved() -> None:
+    """The buffer's version is part of ``BijectiveMode``'s staleness check: it must stay put
+    while the weight does."""
+    torch.manual_seed(2)
+    layer = SpectralNormLinear(5, 8).to(F64)
+    layer.sigma()  # converges from the random start and stores u
+    version = layer.u._version
+    for _ in range(3):
+        layer.normalized_weight()
+    assert layer.u._version == version
+    with torch.no_grad():
+        layer.weight.add_(0.3 * torch.randn(8, 5, dtype=F64))
+    layer.sigma()
+    assert layer.u._version > version
+
+
+def test_exact_spectral_norm_has_no_state_to_update() -> None:
+    torch.manual_seed(3)
+    layer = SpectralNormLinear(3, 5, exact=True).to(F64)
+    with torch.no_grad():
+        layer.weight.normal_()
+    version = layer.u._version
+    torch.testing.assert_close(layer.sigma(), torch.linalg.matrix_norm(layer.weight, 2))
+    assert layer.u._version == version
