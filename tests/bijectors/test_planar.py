@@ -1,4 +1,5 @@
-"""Planar, Radial and Sylvester: the maths, the numerical inverses, the cache, and peers.
+"""Planar, Radial and Sylvester: the maths, the numerical inverses (and the scalar solver when its
+iteration budget runs out), the cache, and peers.
 
 The generic suite (``tests/bijectors/cases_planar.py``) runs every class with round trips,
 autograd log-dets, shapes, gradients, dtypes, contexts, cycles and serialisation; these tests
@@ -309,3 +310,22 @@ def test_planar_and_radial_match_normflows() -> None:
     diff_y, diff_l = (y - y_n).abs().max().item(), (ladj - ladj_n).abs().max().item()
     print(f"Radial vs normflows: max |dy| {diff_y:.2e}, max |d ladj| {diff_l:.2e}")
     assert diff_y < 1e-12 and diff_l < 1e-12
+
+
+def test_the_solver_returns_its_iterate_when_max_iter_runs_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(50, generator=g, dtype=DT) * 3
+    p = torch.randn(50, generator=g, dtype=DT) * 2
+    q = p.sign() * torch.rand(50, generator=g, dtype=DT) * 2  # p q >= 0: Newton's first step is taken
+    c = torch.randn(50, generator=g, dtype=DT)
+    # no iteration: the centre of the bracket [t - |p|, t + |p|]
+    torch.testing.assert_close(solve_shifted_tanh(t, p, q, c, max_iter=0), t)
+    # one iteration: one Newton step from t, by hand
+    th = torch.tanh(q * t + c)
+    newton = t - p * th / (1.0 + p * q * (1.0 - th * th))
+    z1 = solve_shifted_tanh(t, p, q, c, max_iter=1)
+    torch.testing.assert_close(z1, newton)
+    z = solve_shifted_tanh(t, p, q, c)
+    residual = z + p * torch.tanh(q * z + c) - t
+    assert float(residual.abs().max()) < 1e-12
+    assert float((z1 - z).abs().max()) > 1e-6  # one step was not enough
