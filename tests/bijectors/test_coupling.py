@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -302,3 +304,40 @@ def test_a_context_batch_wider_than_the_input(make: type, mask: object) -> None:
     x_back, ladj_back = b.inverse_and_ladj(y, c)
     torch.testing.assert_close(x_back, x.expand(3, 4))
     torch.testing.assert_close(ladj_back, ladj)
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "AffineCoupling[additive]",
+        lambda: AffineCoupling(additive=True)(shape=S([4])),
+        "shape=(4,), mask=[1, 0, 1, 0], additive=True",
+    ),
+    (
+        "AffineCoupling[half,flip]",
+        lambda: AffineCoupling(mask="half", flip=True)(shape=S([5])),
+        "shape=(5,), mask=[0, 0, 0, 1, 1], additive=False",
+    ),
+    (
+        "AffineCoupling[17 elements]",
+        lambda: AffineCoupling()(shape=S([17])),
+        "shape=(17,), mask=<9 identity of 17>, additive=False",
+    ),
+    (
+        "AffineCoupling[(4, 5)]",
+        lambda: AffineCoupling()(shape=S([4, 5])),
+        "shape=(4, 5), mask=<12 identity of 20>, additive=False",
+    ),
+    (
+        "SplineCoupling[context]",
+        lambda: SplineCoupling(count_bins=4, bound=2.0)(shape=S([3]), context_shape=S([2])),
+        "shape=(3,), context_shape=(2,), mask=[1, 0, 1], count_bins=4, bound=2.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -8,12 +8,17 @@ log-det; adjoint gradients match backpropagation through dopri5 at ``rtol = atol
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 
 import flowtorch
 import flowtorch.distributions as dist
 from flowtorch.bijectors.ffjord import FFJORD, ODEMLP
+
+S = torch.Size
 
 F64 = torch.float64
 
@@ -129,3 +134,52 @@ def test_bad_arguments() -> None:
         FFJORD(rtol=-1.0)(shape=(2,))
     with pytest.raises(ValueError, match="takes no context"):
         FFJORD()(shape=(2,)).forward(torch.zeros(2), torch.zeros(3))
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "FFJORD scalar",
+        lambda: FFJORD()(shape=S([])),
+        "FFJORD needs an event of at least one dim",
+    ),
+    (
+        "FFJORD context_features=0",
+        lambda: FFJORD(context_features=0)(shape=S([2]), context_shape=S([3])),
+        "FFJORD: context_features must be a positive integer, got 0",
+    ),
+    (
+        "FFJORD context_features=True",
+        lambda: FFJORD(context_features=True)(shape=S([2])),
+        "FFJORD: context_features must be a positive integer, got True",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "FFJORD",
+        lambda: FFJORD(hidden_dims=(4,))(shape=S([2])),
+        "shape=(2,), time=1.0, solver='dopri5', trace='exact'",
+    ),
+    (
+        "FFJORD[adjoint]",
+        lambda: FFJORD(hidden_dims=(4,), time=0.5, solver="rk4", trace="hutchinson", adjoint=True)(
+            shape=S([2])
+        ),
+        "shape=(2,), time=0.5, solver='rk4', trace='hutchinson', adjoint=True",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +18,8 @@ from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.core.compose import Compose
 from flowtorch.parameters import Tensor
 from tests._torch import needs_fused_cpu_optimizers
+
+S = torch.Size
 
 DT = torch.float64
 
@@ -346,3 +350,40 @@ def test_lu_linear_matches_nflows_lu_linear() -> None:
     }
     print("nflows LULinear max abs differences:", diffs)
     assert max(diffs.values()) < 1e-10
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "LULinear empty",
+        lambda: LULinear()(shape=S([0])),
+        "LULinear: the mixed dim has size 0; it must be at least 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "LULinear",
+        lambda: LULinear(diag_activation="exp", bias=False)(shape=S([3])),
+        "shape=(3,), features=3, diag_activation='exp', bias=False",
+    ),
+    (
+        "Householder",
+        lambda: Householder(n_reflections=2)(shape=S([3])),
+        "shape=(3,), n_reflections=2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -301,3 +303,51 @@ def test_flow_with_factor_out_scores_its_samples_from_the_cache() -> None:
         assert calls[0] == n
     assert lp.shape == (3,)
     torch.testing.assert_close(lp, flow.log_prob(y))
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "Squeeze.forward_shape",
+        lambda: Squeeze()(shape=S([1, 4, 4])).forward_shape(S([4, 4])),
+        r"Squeeze: needs a \(C, H, W\) event, got shape \(4, 4\)",
+    ),
+    (
+        "Squeeze.inverse_shape",
+        lambda: Squeeze()(shape=S([1, 4, 4])).inverse_shape(S([4, 2])),
+        r"Squeeze: needs a \(C, H, W\) event, got shape \(4, 2\)",
+    ),
+    (
+        "Unsqueeze.forward_shape",
+        lambda: Unsqueeze()(shape=S([4, 2, 2])).forward_shape(S([2])),
+        r"Unsqueeze: needs a \(C, H, W\) event, got shape \(2,\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "Reshape",
+        lambda: Reshape((3, -1))(shape=S([2, 3])),
+        "shape=(2, 3), target_shape=(3, 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text
+
+
+def test_the_squeeze_shapes_with_batch_dims() -> None:
+    s = Squeeze()(shape=S([1, 4, 4]))
+    assert s.forward_shape(S([7, 1, 4, 4])) == (7, 4, 2, 2)
+    assert s.inverse_shape(S([7, 4, 2, 2])) == (7, 1, 4, 4)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -290,3 +292,47 @@ def test_the_inverse_without_gradients_is_the_fixed_point_alone() -> None:
     x_grad = b.inverse(y, c)
     assert x_grad.requires_grad
     torch.testing.assert_close(x_grad.detach(), x_back)
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "ResidualFlow max_terms < n_exact_terms",
+        lambda: ResidualFlow(max_terms=1, n_exact_terms=2)(shape=S([2])),
+        r"ResidualFlow: max_terms must be an integer >= max\(n_exact_terms, 1\), got 1",
+    ),
+    (
+        "ResidualFlow max_terms=True",
+        lambda: ResidualFlow(max_terms=True)(shape=S([2])),
+        "max_terms must be an integer .* got True",
+    ),
+    (
+        "ResidualFlow tol",
+        lambda: ResidualFlow(tol=0.0)(shape=S([2])),
+        "ResidualFlow: tol must be positive",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "ResidualFlow",
+        lambda: ResidualFlow(hidden_dims=(8,), activation="elu", coefficient=0.7, estimator="exact")(
+            shape=S([2])
+        ),
+        "shape=(2,), hidden_dims=(8,), activation='elu', coefficient=0.7, estimator='exact'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -4,12 +4,17 @@ whose input has the larger batch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
 from flowtorch.core.bijector import Bijector, Params
+
+S = torch.Size
 
 
 class Doubling(Bijector):
@@ -56,3 +61,18 @@ def test_log_det_of_a_pair_whose_input_has_the_larger_batch() -> None:
     ladj = b.log_abs_det_jacobian(x, y, c)
     assert ladj.shape == (5,)
     torch.testing.assert_close(ladj, b.forward_and_ladj(x, c)[1])
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "negative context_shape",
+        lambda: bij.Affine(params.Tensor())(shape=S([2]), context_shape=S([-1])),
+        r"Affine: context_shape \(-1,\) has a negative size",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()

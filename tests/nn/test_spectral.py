@@ -3,6 +3,10 @@ buffer, the layer as a module, and NaN weights."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -89,3 +93,35 @@ def test_exact_spectral_norm_has_no_state_to_update() -> None:
     version = layer.u._version
     torch.testing.assert_close(layer.sigma(), torch.linalg.matrix_norm(layer.weight, 2))
     assert layer.u._version == version
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "SpectralNormLinear coefficient",
+        lambda: SpectralNormLinear(2, 2, coefficient=0.0),
+        "SpectralNormLinear: coefficient must be positive, got 0.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "SpectralNormLinear",
+        lambda: SpectralNormLinear(3, 4, coefficient=0.5, bias=False, exact=True),
+        "in_features=3, out_features=4, coefficient=0.5, bias=False, exact=True",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text
