@@ -1,4 +1,5 @@
-"""Sylvester: arguments the other checks do not name, and repr of each variant."""
+"""Sylvester: Q and the triangles, the log-det by Sylvester's identity, the flipped variant, the
+orthogonal complement; arguments the other checks do not name, and repr of each variant."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 
 from flowtorch.bijectors.sylvester import Sylvester
+from tests.case import build_float64
 
 S = torch.Size
+DT = torch.float64
 
 
 @pytest.mark.parametrize(
@@ -43,3 +46,42 @@ def test_extra_repr_names_the_variant_and_its_options(kwargs: dict[str, object],
     if b.variant == "householder":
         shapes = (*shapes, S([b.n_reflections, 4]))
     assert b.param_shapes() == shapes
+
+
+def test_sylvester_q_has_orthonormal_columns_and_triangles() -> None:
+    b = build_float64(Sylvester(hidden=3, n_reflections=2), d=5)
+    params = tuple(b.params_fn.params)  # type: ignore[union-attr]
+    r, s, _, q = b._parts(params)  # type: ignore[operator]
+    assert q.shape == (5, 3)
+    torch.testing.assert_close(q.T @ q, torch.eye(3, dtype=DT))
+    for m in (r, s):
+        assert torch.equal(m, torch.triu(m))
+        assert (torch.diagonal(m).abs() < 1).all()
+
+
+def test_sylvester_log_det_by_sylvesters_identity() -> None:
+    b = build_float64(Sylvester(hidden=3), d=5)
+    r, s, bias, q = b._parts(tuple(b.params_fn.params))  # type: ignore[union-attr,operator]
+    x = torch.randn(4, 5, dtype=DT)
+    a = x @ q @ s.T + bias
+    h = 1 - torch.tanh(a) ** 2
+    jac = torch.eye(5, dtype=DT) + q @ r @ (h[:, :, None] * s) @ q.T  # dy/dx = I + Q R diag(h') S Q^T
+    _, ladj = b.forward_and_ladj(x)  # type: ignore[operator]
+    torch.testing.assert_close(ladj, torch.linalg.slogdet(jac)[1])
+
+
+def test_sylvester_flip_is_the_identity_variant_on_reversed_coordinates() -> None:
+    plain = build_float64(Sylvester(variant="triangular"), d=4)
+    flipped = Sylvester(variant="triangular", flip=True)(shape=torch.Size([4])).to(DT)
+    flipped.load_state_dict(plain.state_dict())  # type: ignore[attr-defined]
+    x = torch.randn(3, 4, dtype=DT)
+    torch.testing.assert_close(flipped.forward(x), plain.forward(x.flip(-1)).flip(-1))  # type: ignore[operator]
+
+
+def test_sylvester_leaves_the_orthogonal_complement_alone() -> None:
+    b = build_float64(Sylvester(hidden=2), d=5)
+    *_, q = b._parts(tuple(b.params_fn.params))  # type: ignore[union-attr,operator]
+    x = torch.randn(7, 5, dtype=DT)
+    y = b.forward(x)  # type: ignore[operator]
+    project = torch.eye(5, dtype=DT) - q @ q.T
+    torch.testing.assert_close(y @ project, x @ project)
