@@ -1,9 +1,9 @@
 """FFJORD: the trace computations (the Jacobian of its network, ODEMLP, is checked in
 ``tests/nn/test_ode.py``), Hutchinson's estimator, adjoint gradients, and the flow as a whole.
 
-Stated tolerances: the mean of 4000 Hutchinson log-dets is within 4 standard errors (each below 0.03 nats) of the exact
-log-det; adjoint gradients match backpropagation through dopri5 at ``rtol = atol = 1e-9`` to 1e-6
-(relative to each gradient's size).
+Stated tolerances: the mean of 4000 Hutchinson log-dets is within 4 standard errors (each below
+0.03 nats) of the exact log-det; adjoint gradients match backpropagation through dopri5 at
+``rtol = atol = 1e-9`` to 1e-6 (relative to each gradient's size).
 """
 
 from __future__ import annotations
