@@ -104,6 +104,7 @@ def examples(session: nox.Session) -> None:
         "energy_vi.py",
         "digits.py",
         "conditional_density.py",
+        "pyro_autoguide.py",
     )
     for script in scripts:
         session.run("python", f"examples/{script}", "--smoke", "--no-progress")

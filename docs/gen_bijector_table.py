@@ -3,9 +3,10 @@
 The bijectors are discovered from the package, as the generic test suite discovers them: every
 public ``Bijector`` subclass defined in a module of ``flowtorch.bijectors``, exported or not.
 Domain and codomain come from the classes; whether the inverse exists, from whether the class
-writes ``_inverse``. What cannot be read off the code (the kind of inverse, the costs and a
-reference) is written once below, in :data:`META`; a bijector missing from it still gets a row,
-with what the code says and its docstring's reference, and this script prints a warning.
+writes ``_inverse_and_ladj`` (or ``_inverse``). What cannot be read off the code (the kind of
+inverse, the costs and a reference) each class declares itself, in its ``costs`` attribute (a
+``flowtorch.core.bijector.Costs``); a bijector without one still gets a row, with what the code
+says and its docstring's reference. Nothing is registered here.
 
 Usage (from the repository root)::
 
@@ -25,228 +26,18 @@ import pkgutil
 import re
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from torch.distributions import constraints
 
 import flowtorch.bijectors as bij
-from flowtorch.core.bijector import Bijector
+from flowtorch.core.bijector import Bijector, Costs
 
-__all__ = ["META", "Meta", "bijector_classes", "bijector_modules", "render_api", "render_table"]
+__all__ = ["bijector_classes", "bijector_modules", "render_api", "render_table"]
 
 DOCS = Path(__file__).resolve().parent
 
-
-@dataclass(frozen=True)
-class Meta:
-    """What the code does not say about a bijector.
-
-    Attributes:
-        inverse: ``"analytic"``, ``"sequential"`` (analytic, one conditioner pass per dim),
-            ``"numerical"`` (a solver), ``"cache-only"`` (no inverse except on the bijector's
-            own outputs inside ``BijectiveMode``), or a phrase for wrappers.
-        forward: cost of ``forward`` (:math:`D` is the number of elements of the event).
-        inverse_cost: cost of ``inverse``.
-        ladj: cost of log|det J|, given the forward or inverse pass.
-        reference: short citation.
-        maps: domain -> codomain, where the class-level constraints do not tell (a bijector that
-            sets them per instance); by default read from the class.
-    """
-
-    inverse: str
-    forward: str
-    inverse_cost: str
-    ladj: str
-    reference: str = ""
-    maps: str = ""
-
-
-P1 = "1 parallel pass"
-SEQ = "D sequential passes"
-ELEM = "O(D) elementwise"
-ZERO = "0 (volume preserving)"
-
-META: dict[str, Meta] = {
-    # elementwise, fixed
-    "Exp": Meta("analytic", ELEM, ELEM, "O(D)"),
-    "Sigmoid": Meta("analytic", ELEM, ELEM, "O(D)"),
-    "Softplus": Meta("analytic", ELEM, ELEM, "O(D)"),
-    "Tanh": Meta("analytic", ELEM, ELEM, "O(D)"),
-    "ELU": Meta("analytic", ELEM, ELEM, "O(D)"),
-    "LeakyReLU": Meta("analytic", ELEM, ELEM, "O(D)"),
-    "Power": Meta("analytic", ELEM, ELEM, "O(D)"),
-    "AffineFixed": Meta("analytic", ELEM, ELEM, "O(1)"),
-    # affine and autoregressive
-    "Affine": Meta("analytic", f"{ELEM} + conditioner", f"{ELEM} + conditioner", "O(D), with the pass"),
-    "AffineAutoregressive": Meta(
-        "sequential",
-        f"{SEQ} of the conditioner",
-        f"{P1} of the conditioner",
-        "O(D), with the pass",
-        "Papamakarios et al. 2017 (MAF); Kingma et al. 2016 (IAF, via `Invert`)",
-    ),
-    "Spline": Meta(
-        "analytic",
-        "O(D log K) elementwise (K bins)",
-        "O(D log K) elementwise",
-        "O(D), with the pass",
-        "Durkan et al. 2019; Dolatabadi et al. 2020",
-    ),
-    "CircularSpline": Meta(
-        "analytic",
-        "O(D log K) elementwise (K bins)",
-        "O(D log K) elementwise",
-        "O(D), with the pass",
-        "Rezende et al. 2020; Durkan et al. 2019",
-        maps="circle [-B, B] → circle",
-    ),
-    "SplineAutoregressive": Meta(
-        "sequential",
-        f"{SEQ} of the conditioner",
-        f"{P1} of the conditioner",
-        "O(D), with the pass",
-        "Durkan et al. 2019",
-    ),
-    # coupling
-    "AffineCoupling": Meta(
-        "analytic",
-        f"{P1} of the conditioner",
-        f"{P1} of the conditioner",
-        "O(D), with the pass",
-        "Dinh et al. 2015 (NICE); Dinh et al. 2017 (RealNVP)",
-    ),
-    "SplineCoupling": Meta(
-        "analytic",
-        f"{P1} of the conditioner, O(D log K)",
-        f"{P1} of the conditioner, O(D log K)",
-        "O(D), with the pass",
-        "Durkan et al. 2019",
-    ),
-    "ChannelAffineCoupling": Meta(
-        "analytic",
-        f"{P1} of the (conv) conditioner",
-        f"{P1} of the (conv) conditioner",
-        "O(CHW), with the pass",
-        "Dinh et al. 2017; Kingma & Dhariwal 2018",
-    ),
-    # linear, permutations, normalisation
-    "LULinear": Meta(
-        "analytic",
-        "O(D²) per sample + O(D³) to form W",
-        "2 triangular solves, O(D²) per sample",
-        "O(D)",
-        "Kingma & Dhariwal 2018; Durkan et al. 2019",
-    ),
-    "Householder": Meta("analytic", "O(KD), K reflections", "O(KD)", ZERO, "Tomczak & Welling 2016"),
-    "Invertible1x1Conv": Meta(
-        "analytic",
-        "O(C²HW) + O(C³) to form W",
-        "2 triangular solves, O(C²HW)",
-        "O(C)",
-        "Kingma & Dhariwal 2018",
-    ),
-    "Permute": Meta("analytic", "O(D) gather", "O(D) gather", ZERO),
-    "Reverse": Meta("analytic", "O(D) flip", "O(D) flip", ZERO, "Kingma & Dhariwal 2018"),
-    "ActNorm": Meta("analytic", ELEM, ELEM, "O(C)", "Kingma & Dhariwal 2018"),
-    "BatchNorm": Meta(
-        "analytic", f"{ELEM} + batch statistics", ELEM, "O(D)", "Dinh et al. 2017; Papamakarios et al. 2017"
-    ),
-    # shapes and combinators
-    "Reshape": Meta("analytic", "a view", "a view", ZERO),
-    "Squeeze": Meta("analytic", "O(D) copy", "O(D) copy", ZERO, "Dinh et al. 2017; Kingma & Dhariwal 2018"),
-    "Unsqueeze": Meta("analytic", "O(D) copy", "O(D) copy", ZERO, "Dinh et al. 2017; Kingma & Dhariwal 2018"),
-    "Cat": Meta("as its parts", "sum of its parts", "sum of its parts", "sum of its parts"),
-    "Stack": Meta("as its parts", "sum of its parts", "sum of its parts", "sum of its parts"),
-    "FactorOut": Meta(
-        "as its inner bijector",
-        "the inner bijector on its slice",
-        "the inner bijector on its slice",
-        "the inner bijector's",
-        "Dinh et al. 2017 (multi-scale architecture)",
-    ),
-    "Compose": Meta("as its layers", "sum of its layers", "sum of its layers", "sum of its layers"),
-    "Invert": Meta(
-        "as the inner bijector's forward",
-        "the inner bijector's inverse",
-        "the inner bijector's forward",
-        "minus the inner bijector's",
-    ),
-    # residual and planar families
-    "Planar": Meta(
-        "numerical (1 scalar Newton solve per sample)",
-        "O(D)",
-        "O(D) + a scalar solve",
-        "O(D)",
-        "Rezende & Mohamed 2015",
-    ),
-    "Radial": Meta("analytic (a quadratic)", "O(D)", "O(D)", "O(D)", "Rezende & Mohamed 2015"),
-    "Sylvester": Meta(
-        "numerical (M scalar solves, bottom up)",
-        "O(DM + M²)",
-        "O(DM + M²) + M scalar solves",
-        "O(M)",
-        "van den Berg et al. 2018",
-    ),
-    "ResidualFlow": Meta(
-        "numerical (fixed-point iteration)",
-        "1 pass of g",
-        "a pass of g per iteration",
-        "exact: D VJPs + slogdet; series/roulette: stochastic, a VJP per term",
-        "Chen et al. 2019 (residual flows); Behrmann et al. 2019",
-    ),
-    "InvertibleResNet": Meta(
-        "numerical (fixed-point iteration)",
-        "1 pass of g",
-        "a pass of g per iteration",
-        "series (default): stochastic and biased, a VJP per term",
-        "Behrmann et al. 2019 (i-ResNet)",
-    ),
-    # continuous and monotone neural transformers
-    "FFJORD": Meta(
-        "numerical (backward ODE solve)",
-        "an ODE solve (N evaluations of f)",
-        "an ODE solve (N evaluations of f)",
-        "integrated with the solve: D JVPs per evaluation (exact) or 1 (Hutchinson)",
-        "Grathwohl et al. 2019; Chen et al. 2018",
-    ),
-    "SOSPolynomial": Meta(
-        "numerical, sequential",
-        f"{SEQ}, each an elementwise root solve",
-        f"{P1} of the conditioner",
-        "O(D·K·r), closed form",
-        "Jaini et al. 2019",
-    ),
-    "UMNN": Meta(
-        "numerical, sequential",
-        f"{SEQ}, each an elementwise root solve",
-        f"{P1} of the conditioner + quadrature (N nodes)",
-        "O(D), the integrand at y",
-        "Wehenkel & Louppe 2019",
-    ),
-    "Bernstein": Meta(
-        "numerical",
-        "an elementwise root solve",
-        "O(D·M) elementwise (degree M)",
-        "O(D·M), closed form",
-        "Sick et al. 2020; Ramasinghe et al. 2021",
-    ),
-    "NeuralAutoregressive": Meta(
-        "numerical, sequential",
-        f"{SEQ}, each an elementwise root solve",
-        f"{P1} of the conditioner, O(D·K)",
-        "O(D·K), closed form",
-        "Huang et al. 2018",
-    ),
-    "BlockNeuralAutoregressive": Meta(
-        "numerical, sequential",
-        "D sequential Newton solves",
-        "1 pass of the block network",
-        "O(D·a²) per layer, from the diagonal blocks",
-        "De Cao et al. 2019",
-    ),
-}
 
 #: Sections of the table, in order; a class whose module is not listed goes under "Other".
 FAMILIES: list[tuple[str, tuple[str, ...]]] = [
@@ -332,7 +123,10 @@ def _constraint(c: constraints.Constraint) -> str:
 
 
 def _inverse_kind(cls: type) -> str:
-    if cls._inverse is Bijector._inverse and "inverse" not in vars(cls):
+    has_inverse = (
+        cls._inverse is not Bijector._inverse or cls._inverse_and_ladj is not Bijector._inverse_and_ladj
+    )
+    if not has_inverse and "inverse" not in vars(cls):
         return "cache-only"
     return "sequential" if getattr(cls, "conditioned_on_output", False) else "analytic"
 
@@ -345,11 +139,10 @@ def _docstring_reference(cls: type) -> str:
 
 def _row(cls: type) -> tuple[str, ...]:
     name = cls.__name__
-    meta = META.get(name)
+    meta = vars(cls).get("costs")  # the class's own row, never a parent's
     if meta is None:
-        print(f"gen_bijector_table: no META entry for {name}; add one to docs/gen_bijector_table.py")
         see = "see the API"
-        meta = Meta(_inverse_kind(cls), see, see, see, _docstring_reference(cls))
+        meta = Costs(_inverse_kind(cls), see, see, see, _docstring_reference(cls))
     path = f"{cls.__module__}.{name}"
     exported = name in bij.__all__
     label = f"[`{name}`][{path}]"

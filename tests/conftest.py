@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pathlib
 import pkgutil
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +73,26 @@ def bijector_classes() -> list[type]:
     return list(out.values())
 
 
+def example_bijector_classes() -> list[type]:
+    """Every bijector class defined in the how-to guides' worked examples (``docs/examples/*.py``):
+    the generic suite tests a bijector written from the guide with no registration anywhere."""
+    out: list[type] = []
+    for path in sorted((pathlib.Path(__file__).parent.parent / "docs" / "examples").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"_docs_examples_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = sys.modules.get(spec.name)  # loaded once: pickling finds its classes by name
+        if module is None:
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        out += [
+            obj
+            for obj in vars(module).values()
+            if inspect.isclass(obj) and issubclass(obj, Bijector) and obj.__module__ == spec.name
+        ]
+    return out
+
+
 # Wrappers that take other bijectors are tested through the cases below.
 WRAPPERS = {bij.Compose, bij.Invert}
 
@@ -85,7 +107,7 @@ def _cases() -> list[Case]:
         extra += module.CASES
         custom |= set(getattr(module, "CUSTOM", ()))
     cases: list[Case] = []
-    for cls in bijector_classes():
+    for cls in bijector_classes() + example_bijector_classes():
         if cls in WRAPPERS or cls.__name__ in custom:
             continue
         cases.append(Case(cls.__name__, _plain(cls)))

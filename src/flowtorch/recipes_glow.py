@@ -18,17 +18,12 @@ from flowtorch.bijectors.reverse import Reverse
 from flowtorch.core.combinators import FactorOut
 from flowtorch.core.compose import Compose, Invert
 from flowtorch.core.lazy import Plan
+from flowtorch.core.validation import positive_int
 from flowtorch.parameters.conv_coupling import ConvCoupling
 
 __all__ = ["Glow"]
 
 _PERMUTATIONS = ("conv1x1", "reverse")
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"Glow: {name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def Glow(
@@ -101,9 +96,9 @@ def Glow(
         >>> flow.log_prob(images).shape, flow.sample((2,)).shape
         (torch.Size([16]), torch.Size([2, 1, 8, 8]))
     """
-    levels = _positive("levels", levels)
-    steps = _positive("steps", steps)
-    hidden_channels = _positive("hidden_channels", hidden_channels)
+    levels = positive_int(levels, "Glow: levels")
+    steps = positive_int(steps, "Glow: steps")
+    hidden_channels = positive_int(hidden_channels, "Glow: hidden_channels")
     if permutation not in _PERMUTATIONS:
         raise ValueError(f"Glow: permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
     # ActNorm and Invertible1x1Conv live in their own modules; imported here, when asked for.

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
@@ -45,6 +45,10 @@ class Affine(ElementwiseBijector):
         >>> b.forward(torch.zeros(3, 2)).shape
         torch.Size([3, 2])
     """
+
+    costs = Costs(
+        "analytic", "O(D) elementwise + conditioner", "O(D) elementwise + conditioner", "O(D), with the pass"
+    )
 
     transformer: AffineTransformer
     sign: int | None = 1  # the scale is exp(s) > 0
@@ -114,6 +118,14 @@ class AffineAutoregressive(Affine):
         True
     """
 
+    costs = Costs(
+        "sequential",
+        "D sequential passes of the conditioner",
+        "1 parallel pass of the conditioner",
+        "O(D), with the pass",
+        reference="Papamakarios et al. 2017 (MAF); Kingma et al. 2016 (IAF, via `Invert`)",
+    )
+
     conditioned_on_output = True
     sign = None  # not elementwise
 
@@ -160,6 +172,8 @@ class AffineFixed(Bijector):
         tensor([3.])
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(1)")
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -177,20 +191,11 @@ class AffineFixed(Bijector):
         self._ladj = math.log(abs(self.scale))
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x * self.scale + self.loc
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return (y - self.loc) / self.scale
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_full((), self._ladj)
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forward(x, params), x.new_full((), self._ladj)
+        return x * self.scale + self.loc, x.new_full((), self._ladj)
 
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._inverse(y, params), y.new_full((), self._ladj)
+        return (y - self.loc) / self.scale, y.new_full((), self._ladj)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, loc={self.loc}, scale={self.scale}"

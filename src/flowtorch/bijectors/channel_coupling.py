@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params, build
+from flowtorch.core.bijector import Bijector, Costs, Params, build
 from flowtorch.core.lazy import Plan
 from flowtorch.parameters.conv_coupling import ConvCoupling
 from flowtorch.transformers import AffineTransformer
@@ -58,6 +58,14 @@ class ChannelAffineCoupling(Bijector):
         >>> ladj.shape, torch.equal(y[:, :2], x[:, :2]), torch.allclose(b.inverse(y), x, atol=1e-5)
         (torch.Size([3]), True, True)
     """
+
+    costs = Costs(
+        "analytic",
+        "1 parallel pass of the (conv) conditioner",
+        "1 parallel pass of the (conv) conditioner",
+        "O(CHW), with the pass",
+        reference="Dinh et al. 2017; Kingma & Dhariwal 2018",
+    )
 
     domain = constraints.independent(constraints.real, 3)
     codomain = constraints.independent(constraints.real, 3)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
+from flowtorch.core.bijector import Costs
 from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.parameters import Tensor
@@ -41,6 +42,15 @@ class CircularSpline(ElementwiseBijector):
         >>> torch.allclose(b.inverse(b.forward(theta)), theta, atol=1e-5)
         True
     """
+
+    costs = Costs(
+        "analytic",
+        "O(D log K) elementwise (K bins)",
+        "O(D log K) elementwise",
+        "O(D), with the pass",
+        reference="Rezende et al. 2020; Durkan et al. 2019",
+        maps="circle [-B, B] → circle",
+    )
 
     transformer: CircularSplineTransformer
 

@@ -7,10 +7,11 @@ from typing import Any, cast
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
+from flowtorch.core.shapes import as_slice, take_last
 from flowtorch.core.validation import nonscalar_event
-from flowtorch.parameters.coupling import DenseCoupling, _as_slice, _take_last
+from flowtorch.parameters.coupling import DenseCoupling
 from flowtorch.transformers import AffineTransformer, SplineTransformer, Transformer
 
 __all__ = ["AffineCoupling", "SplineCoupling", "coupling_mask"]
@@ -130,7 +131,7 @@ class _Coupling(Bijector):
         # for each event element, its index among the transformed ones (0 for identity elements)
         self.register_buffer("_position", ((~flat).cumsum(0) - 1).clamp(min=0), persistent=False)
         # Regular masks ("alternate", "half") transform a strided slice: written back without a gather.
-        self._transformed_slice = _as_slice(self._transformed_index.tolist())
+        self._transformed_slice = as_slice(self._transformed_index.tolist())
 
     @staticmethod
     def _with_mask(params_fn: Any, mask: torch.Tensor) -> Any:
@@ -162,7 +163,7 @@ class _Coupling(Bijector):
 
     def _split(self, value: torch.Tensor) -> torch.Tensor:
         batch = value.shape[: value.dim() - len(self.shape)]
-        return _take_last(value.reshape(*batch, -1), self._transformed_slice, self._transformed_index)
+        return take_last(value.reshape(*batch, -1), self._transformed_slice, self._transformed_index)
 
     def _merge(self, value: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         n = len(self.shape)
@@ -234,6 +235,14 @@ class AffineCoupling(_Coupling):
         (True, True)
     """
 
+    costs = Costs(
+        "analytic",
+        "1 parallel pass of the conditioner",
+        "1 parallel pass of the conditioner",
+        "O(D), with the pass",
+        reference="Dinh et al. 2015 (NICE); Dinh et al. 2017 (RealNVP)",
+    )
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -294,6 +303,14 @@ class SplineCoupling(_Coupling):
         >>> torch.allclose(b.inverse(b.forward(x, c), c), x, atol=1e-5)
         True
     """
+
+    costs = Costs(
+        "analytic",
+        "1 parallel pass of the conditioner, O(D log K)",
+        "1 parallel pass of the conditioner, O(D log K)",
+        "O(D), with the pass",
+        reference="Durkan et al. 2019",
+    )
 
     def __init__(
         self,

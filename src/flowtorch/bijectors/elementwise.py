@@ -1,7 +1,8 @@
 """Fixed elementwise bijectors (no learnable parameters).
 
-Each writes its maths once: forward and inverse, each returning the *forward* log|det J|
-computed from the call's own input (so that ``BijectiveMode`` may store it safely).
+Each writes its maths once: ``_forward_and_ladj`` and ``_inverse_and_ladj``, each returning the
+*forward* log|det J| computed from the call's own input (so that ``BijectiveMode`` may store it
+safely); the base class derives the rest.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 
 __all__ = ["ELU", "Exp", "LeakyReLU", "Power", "Sigmoid", "Softplus", "Tanh"]
 
@@ -34,18 +35,11 @@ class Exp(Bijector):
         tensor([1.])
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     codomain = constraints.positive
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.exp()
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.log()
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return x.exp(), x
@@ -72,19 +66,11 @@ class Sigmoid(Bijector):
         (tensor([0.5000, 0.5000]), -2.7726)
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     codomain = constraints.unit_interval
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.sigmoid(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        eps = torch.finfo(y.dtype).eps
-        return torch.logit(y, eps=eps)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return -F.softplus(-x) - F.softplus(x)
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.sigmoid(x), -F.softplus(-x) - F.softplus(x)
@@ -112,18 +98,11 @@ class Softplus(Bijector):
         True
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     codomain = constraints.positive
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.softplus(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y + torch.log(-torch.expm1(-y))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return -F.softplus(-x)
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return F.softplus(x), -F.softplus(-x)
@@ -151,19 +130,11 @@ class Tanh(Bijector):
         (tensor([0.]), tensor(0.))
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     codomain = constraints.interval(-1.0, 1.0)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.tanh(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        eps = torch.finfo(y.dtype).eps
-        return torch.atanh(y.clamp(-1 + eps, 1 - eps))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tanh(x), 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
@@ -188,18 +159,11 @@ class ELU(Bijector):
         tensor([1., 0.])
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     codomain = constraints.greater_than(-1.0)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.elu(x)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.where(y > 0, y, torch.log1p(y.clamp(max=0)))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.clamp(max=0)
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return F.elu(x), x.clamp(max=0)
@@ -228,6 +192,8 @@ class LeakyReLU(Bijector):
         tensor([-1.,  2.])
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     sign = 1
 
     def __init__(
@@ -244,20 +210,11 @@ class LeakyReLU(Bijector):
         self._log_slope = math.log(self.negative_slope)
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.leaky_relu(x, self.negative_slope)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return F.leaky_relu(y, 1.0 / self.negative_slope)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return (x < 0).to(x.dtype) * self._log_slope
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forward(x, params), (x < 0).to(x.dtype) * self._log_slope
+        return F.leaky_relu(x, self.negative_slope), (x < 0).to(x.dtype) * self._log_slope
 
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._inverse(y, params), (y < 0).to(y.dtype) * self._log_slope
+        return F.leaky_relu(y, 1.0 / self.negative_slope), (y < 0).to(y.dtype) * self._log_slope
 
 
 class Power(Bijector):
@@ -278,6 +235,8 @@ class Power(Bijector):
         tensor([1., 8.])
     """
 
+    costs = Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)")
+
     domain = constraints.positive
     codomain = constraints.positive
 
@@ -295,15 +254,6 @@ class Power(Bijector):
         self.sign = 1 if self.exponent > 0 else -1
         self._log_abs_exponent = math.log(abs(self.exponent))
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.pow(self.exponent)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.pow(1.0 / self.exponent)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._log_abs_exponent + (self.exponent - 1.0) * x.log()
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return x.pow(self.exponent), self._log_abs_exponent + (self.exponent - 1.0) * x.log()

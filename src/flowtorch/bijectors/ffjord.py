@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
-from flowtorch.core.validation import nonscalar_event
+from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.nn.ode import ACTIVATIONS, ODEMLP
 from flowtorch.ops.ode import METHODS, State, odeint, odeint_adjoint
 from flowtorch.parameters import Tensor
@@ -74,6 +74,14 @@ class FFJORD(Bijector):
         True
     """
 
+    costs = Costs(
+        "numerical (backward ODE solve)",
+        "an ODE solve (N evaluations of f)",
+        "an ODE solve (N evaluations of f)",
+        "integrated with the solve: D JVPs per evaluation (exact) or 1 (Hutchinson)",
+        reference="Grathwohl et al. 2019; Chen et al. 2018",
+    )
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -103,16 +111,10 @@ class FFJORD(Bijector):
             raise ValueError(f"FFJORD: solver must be one of {METHODS}, got {solver!r}")
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"FFJORD: rtol and atol must be positive, got {rtol}, {atol}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"FFJORD: steps must be a positive integer, got {steps!r}")
+        integer_at_least(steps, "FFJORD: steps")
         if trace not in TRACES:
             raise ValueError(f"FFJORD: trace must be one of {TRACES}, got {trace!r}")
-        if (
-            isinstance(context_features, bool)
-            or not isinstance(context_features, int)
-            or context_features < 1
-        ):
-            raise ValueError(f"FFJORD: context_features must be a positive integer, got {context_features!r}")
+        integer_at_least(context_features, "FFJORD: context_features")
         self.hidden_dims = hidden
         self.time = float(time)
         self.solver = solver

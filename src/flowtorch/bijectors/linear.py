@@ -18,7 +18,8 @@ from torch import nn
 from torch.distributions import constraints
 from typing_extensions import Self
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.validation import integer_at_least
 
 __all__ = ["Householder", "LULinear"]
 
@@ -303,6 +304,14 @@ class LULinear(_LU):
         True
     """
 
+    costs = Costs(
+        "analytic",
+        "O(D²) per sample + O(D³) to form W",
+        "2 triangular solves, O(D²) per sample",
+        "O(D)",
+        reference="Kingma & Dhariwal 2018; Durkan et al. 2019",
+    )
+
 
 class Householder(Bijector):
     r"""Orthogonal map of the last event dim: a product of ``n_reflections`` Householder reflections.
@@ -332,6 +341,14 @@ class Householder(Bijector):
         True
     """
 
+    costs = Costs(
+        "analytic",
+        "O(KD), K reflections",
+        "O(KD)",
+        "0 (volume preserving)",
+        reference="Tomczak & Welling 2016",
+    )
+
     domain = constraints.real_vector
     codomain = constraints.real_vector
 
@@ -347,9 +364,7 @@ class Householder(Bijector):
         super().__init__(None, shape=shape, context_shape=context_shape)
         n = self.shape[-1]
         k = n if n_reflections is None else n_reflections
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"Householder: n_reflections must be a positive integer, got {n_reflections!r}")
-        self.n_reflections = k
+        self.n_reflections = integer_at_least(k, "Householder: n_reflections")
         #: the reflection vectors :math:`v_k`, one per row
         self.vectors = nn.Parameter(torch.randn(k, n))
 

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
-from flowtorch.core.validation import nonscalar_event
+from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.nn.integrand import IntegrandNet
 from flowtorch.ops.numerical import (
     attach_root_gradient,
@@ -44,12 +44,6 @@ from flowtorch.parameters import DenseAutoregressive, Tensor
 __all__ = ["UMNN", "Bernstein", "SOSPolynomial"]
 
 SOLVERS = ("newton", "bisection")
-
-
-def _positive_int(cls: str, name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{cls}: {name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class _Monotone(Bijector):
@@ -73,7 +67,7 @@ class _Monotone(Bijector):
             raise ValueError(f"{name}: tol must be positive, got {tol}")
         self.solver = solver
         self.tol = None if tol is None else float(tol)
-        self.max_iter = _positive_int(name, "max_iter", max_iter)
+        self.max_iter = integer_at_least(max_iter, f"{name}: max_iter")
         super().__init__(params_fn, shape=shape, context_shape=context_shape)
 
     def _transform(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,6 +173,14 @@ class SOSPolynomial(_Monotone):
         True
     """
 
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential passes, each an elementwise root solve",
+        "1 parallel pass of the conditioner",
+        "O(D·K·r), closed form",
+        reference="Jaini et al. 2019",
+    )
+
     conditioned_on_output = True
     _antidiagonals: torch.Tensor
 
@@ -196,8 +198,8 @@ class SOSPolynomial(_Monotone):
         max_iter: int = 100,
     ) -> None:
         nonscalar_event("SOSPolynomial", shape)
-        self.count = _positive_int("SOSPolynomial", "count", count)
-        self.degree = _positive_int("SOSPolynomial", "degree", degree, minimum=0)
+        self.count = integer_at_least(count, "SOSPolynomial: count")
+        self.degree = integer_at_least(degree, "SOSPolynomial: degree", 0)
         if not min_slope > 0:
             raise ValueError(f"SOSPolynomial: min_slope must be positive, got {min_slope}")
         self.min_slope = float(min_slope)
@@ -278,6 +280,14 @@ class Bernstein(_Monotone):
         True
     """
 
+    costs = Costs(
+        "numerical",
+        "an elementwise root solve",
+        "O(D·M) elementwise (degree M)",
+        "O(D·M), closed form",
+        reference="Sick et al. 2020; Ramasinghe et al. 2021",
+    )
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -290,7 +300,7 @@ class Bernstein(_Monotone):
         tol: float | None = None,
         max_iter: int = 100,
     ) -> None:
-        self.degree = _positive_int("Bernstein", "degree", degree)
+        self.degree = integer_at_least(degree, "Bernstein: degree")
         if not bound > 0:
             raise ValueError(f"Bernstein: bound must be positive, got {bound}")
         self.bound = float(bound)
@@ -377,6 +387,14 @@ class UMNN(_Monotone):
         (torch.Size([5, 2]), torch.Size([5]))
     """
 
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential passes, each an elementwise root solve",
+        "1 parallel pass of the conditioner + quadrature (N nodes)",
+        "O(D), the integrand at y",
+        reference="Wehenkel & Louppe 2019",
+    )
+
     conditioned_on_output = True
 
     def __init__(
@@ -395,12 +413,12 @@ class UMNN(_Monotone):
         max_iter: int = 100,
     ) -> None:
         nonscalar_event("UMNN", shape)
-        self.embedding_dim = _positive_int("UMNN", "embedding_dim", embedding_dim)
+        self.embedding_dim = integer_at_least(embedding_dim, "UMNN: embedding_dim")
         hidden = tuple(hidden_dims)
         if not hidden:
             raise ValueError("UMNN: hidden_dims needs at least one layer")
         for h in hidden:
-            _positive_int("UMNN", "every hidden dim", h)
+            integer_at_least(h, "UMNN: every hidden dim")
         self.hidden_dims = hidden
         quadrature_rule(rule, nodes)  # checks rule and nodes
         self.nodes = nodes

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.bijectors.monotonic import SOLVERS, _Monotone, _positive_int
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.bijectors.monotonic import SOLVERS, _Monotone
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.lazy import Plan
-from flowtorch.core.validation import nonscalar_event
+from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.ops.numerical import bisect_monotone, newton_monotone, refuse_second_order
 from flowtorch.parameters import DenseAutoregressive, Tensor
 
@@ -83,6 +83,14 @@ class NeuralAutoregressive(_Monotone):
         True
     """
 
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential passes, each an elementwise root solve",
+        "1 parallel pass of the conditioner, O(D·K)",
+        "O(D·K), closed form",
+        reference="Huang et al. 2018",
+    )
+
     conditioned_on_output = True
 
     def __init__(
@@ -97,7 +105,7 @@ class NeuralAutoregressive(_Monotone):
         max_iter: int = 100,
     ) -> None:
         nonscalar_event("NeuralAutoregressive", shape)
-        self.hidden_units = _positive_int("NeuralAutoregressive", "hidden_units", hidden_units)
+        self.hidden_units = integer_at_least(hidden_units, "NeuralAutoregressive: hidden_units")
         super().__init__(
             Plan(DenseAutoregressive) if params_fn is None else params_fn,
             shape=shape,
@@ -189,6 +197,14 @@ class BlockNeuralAutoregressive(Bijector):
         True
     """
 
+    costs = Costs(
+        "numerical, sequential",
+        "D sequential Newton solves",
+        "1 pass of the block network",
+        "O(D·a²) per layer, from the diagonal blocks",
+        reference="De Cao et al. 2019",
+    )
+
     def __init__(
         self,
         params_fn: Any = None,
@@ -204,8 +220,8 @@ class BlockNeuralAutoregressive(Bijector):
     ) -> None:
         name = "BlockNeuralAutoregressive"
         nonscalar_event(name, shape)
-        self.hidden_units = _positive_int(name, "hidden_units", hidden_units)
-        self.hidden_layers = _positive_int(name, "hidden_layers", hidden_layers, minimum=0)
+        self.hidden_units = integer_at_least(hidden_units, f"{name}: hidden_units")
+        self.hidden_layers = integer_at_least(hidden_layers, f"{name}: hidden_layers", 0)
         if not slope >= 0:
             raise ValueError(f"{name}: slope must be non-negative, got {slope}")
         if solver not in SOLVERS:
@@ -215,7 +231,7 @@ class BlockNeuralAutoregressive(Bijector):
         self.slope = float(slope)
         self.solver = solver
         self.tol = None if tol is None else float(tol)
-        self.max_iter = _positive_int(name, "max_iter", max_iter)
+        self.max_iter = integer_at_least(max_iter, f"{name}: max_iter")
         self.dim = int(torch.Size(shape).numel())
         self.widths = (1, *([self.hidden_units] * self.hidden_layers), 1)
         super().__init__(

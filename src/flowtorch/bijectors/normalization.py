@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 
 __all__ = ["ActNorm", "BatchNorm"]
 
@@ -131,6 +131,10 @@ class ActNorm(_FeatureWise):
         >>> bool(b.initialized), y.mean(0).abs().max() < 1e-5, (y.std(0, correction=0) - 1).abs().max() < 1e-4
         (True, tensor(True), tensor(True))
     """
+
+    costs = Costs(
+        "analytic", "O(D) elementwise", "O(D) elementwise", "O(C)", reference="Kingma & Dhariwal 2018"
+    )
 
     initialized: torch.Tensor
 
@@ -255,6 +259,14 @@ class BatchNorm(_FeatureWise):
         (tensor(True), True)
         >>> _ = b.eval()  # running averages from now on
     """
+
+    costs = Costs(
+        "analytic",
+        "O(D) elementwise + batch statistics",
+        "O(D) elementwise",
+        "O(D)",
+        reference="Dinh et al. 2017; Papamakarios et al. 2017",
+    )
 
     running_mean: torch.Tensor
     running_var: torch.Tensor

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import vector_event
 from flowtorch.ops.numerical import newton_monotone
@@ -114,6 +114,14 @@ class Planar(Bijector):
         >>> torch.allclose(b.inverse(y), x, atol=1e-5), ladj.shape
         (True, torch.Size([4]))
     """
+
+    costs = Costs(
+        "numerical (1 scalar Newton solve per sample)",
+        "O(D)",
+        "O(D) + a scalar solve",
+        "O(D)",
+        reference="Rezende & Mohamed 2015",
+    )
 
     domain = constraints.real_vector
     codomain = constraints.real_vector

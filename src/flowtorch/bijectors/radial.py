@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import vector_event
 from flowtorch.parameters import Tensor
@@ -43,6 +43,8 @@ class Radial(Bijector):
         >>> torch.allclose(b.inverse(b.forward(x)), x, atol=1e-5)
         True
     """
+
+    costs = Costs("analytic (a quadratic)", "O(D)", "O(D)", "O(D)", reference="Rezende & Mohamed 2015")
 
     domain = constraints.real_vector
     codomain = constraints.real_vector

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.shapes import swap_event
+from flowtorch.core.validation import integer_at_least
 
 __all__ = ["Reshape", "Squeeze", "Unsqueeze"]
 
@@ -67,6 +68,8 @@ class Reshape(Bijector):
         torch.Size([6])
     """
 
+    costs = Costs("analytic", "a view", "a view", "0 (volume preserving)")
+
     def __init__(
         self,
         target_shape: Sequence[int],
@@ -86,20 +89,11 @@ class Reshape(Bijector):
     def inverse_shape(self, shape: torch.Size) -> torch.Size:
         return swap_event("Reshape", shape, self.target_shape, self.shape)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.reshape(self.forward_shape(x.shape))
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.reshape(self.inverse_shape(y.shape))
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_zeros(())
-
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forward(x, params), x.new_zeros(())
+        return x.reshape(self.forward_shape(x.shape)), x.new_zeros(())
 
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._inverse(y, params), y.new_zeros(())
+        return y.reshape(self.inverse_shape(y.shape)), y.new_zeros(())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, target_shape={tuple(self.target_shape)}"
@@ -159,6 +153,14 @@ class Squeeze(Bijector):
         (torch.Size([4, 2, 2]), [0.0, 1.0, 4.0, 5.0])
     """
 
+    costs = Costs(
+        "analytic",
+        "O(D) copy",
+        "O(D) copy",
+        "0 (volume preserving)",
+        reference="Dinh et al. 2017; Kingma & Dhariwal 2018",
+    )
+
     domain = constraints.independent(constraints.real, 3)
     codomain = constraints.independent(constraints.real, 3)
     _squeeze = True  # Unsqueeze flips it
@@ -170,9 +172,7 @@ class Squeeze(Bijector):
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
     ) -> None:
-        if isinstance(factor, bool) or int(factor) != factor or factor < 1:
-            raise ValueError(f"{type(self).__name__}: factor must be a positive integer, got {factor!r}")
-        self.factor = int(factor)
+        self.factor = integer_at_least(factor, f"{type(self).__name__}: factor")
         super().__init__(None, shape=shape, context_shape=context_shape)
 
     def _raw_event_dim(self) -> int:
@@ -190,15 +190,6 @@ class Squeeze(Bijector):
         if squeeze:
             return F.pixel_unshuffle(value, self.factor)
         return F.pixel_shuffle(value, self.factor)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._move(x, self._squeeze)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._move(y, not self._squeeze)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_zeros(())
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return self._move(x, self._squeeze), x.new_zeros(())
@@ -232,5 +223,13 @@ class Unsqueeze(Squeeze):
         >>> torch.equal(Unsqueeze()(shape=torch.Size([4, 2, 2])).forward(y), x)
         True
     """
+
+    costs = Costs(
+        "analytic",
+        "O(D) copy",
+        "O(D) copy",
+        "0 (volume preserving)",
+        reference="Dinh et al. 2017; Kingma & Dhariwal 2018",
+    )
 
     _squeeze = False

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.shapes import broadcast_shapes
-from flowtorch.core.validation import vector_event
+from flowtorch.core.validation import integer_at_least, vector_event
 from flowtorch.nn.spectral import SpectralNormLinear
 
 __all__ = ["FixedPointWarning", "InvertibleResNet", "ResidualFlow"]
@@ -213,6 +213,14 @@ class ResidualFlow(Bijector):
         True
     """
 
+    costs = Costs(
+        "numerical (fixed-point iteration)",
+        "1 pass of g",
+        "a pass of g per iteration",
+        "exact: D VJPs + slogdet; series/roulette: stochastic, a VJP per term",
+        reference="Chen et al. 2019 (residual flows); Behrmann et al. 2019",
+    )
+
     domain = constraints.real_vector
     codomain = constraints.real_vector
     _act: Callable[[torch.Tensor], torch.Tensor]
@@ -265,8 +273,7 @@ class ResidualFlow(Bijector):
             ("n_exact_terms", n_exact_terms, 0),
             ("max_iter", max_iter, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: {arg} must be an integer >= {low}, got {value!r}")
+            integer_at_least(value, f"{name}: {arg}", low)
         if not 0.0 < p_stop < 1.0:
             raise ValueError(f"{name}: p_stop must be in (0, 1), got {p_stop}")
         if isinstance(max_terms, bool) or not isinstance(max_terms, int) or max_terms < max(n_exact_terms, 1):
@@ -491,6 +498,14 @@ class InvertibleResNet(ResidualFlow):
         >>> b.activation, b.estimator
         ('elu', 'series')
     """
+
+    costs = Costs(
+        "numerical (fixed-point iteration)",
+        "1 pass of g",
+        "a pass of g per iteration",
+        "series (default): stochastic and biased, a VJP per term",
+        reference="Behrmann et al. 2019 (i-ResNet)",
+    )
 
     def __init__(
         self,

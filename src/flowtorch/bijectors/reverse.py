@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 
 __all__ = ["Reverse"]
 
@@ -32,6 +32,10 @@ class Reverse(Bijector):
         tensor([3., 2., 1.])
     """
 
+    costs = Costs(
+        "analytic", "O(D) flip", "O(D) flip", "0 (volume preserving)", reference="Kingma & Dhariwal 2018"
+    )
+
     domain = constraints.real_vector
     codomain = constraints.real_vector
 
@@ -53,15 +57,6 @@ class Reverse(Bijector):
 
     def _raw_event_dim(self) -> int:
         return len(self.shape)
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.flip(self._offset)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return y.flip(self._offset)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.new_zeros(())
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return x.flip(self._offset), x.new_zeros(())

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from flowtorch.core.bijector import Costs
 from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
@@ -52,6 +53,14 @@ class Spline(ElementwiseBijector):
         >>> torch.allclose(b.inverse(b.forward(x)), x, atol=1e-5)
         True
     """
+
+    costs = Costs(
+        "analytic",
+        "O(D log K) elementwise (K bins)",
+        "O(D log K) elementwise",
+        "O(D), with the pass",
+        reference="Durkan et al. 2019; Dolatabadi et al. 2020",
+    )
 
     transformer: SplineTransformer
     sign: int | None = 1  # monotonically increasing splines
@@ -124,6 +133,14 @@ class SplineAutoregressive(Spline):
         >>> b.forward(torch.randn(2, 3)).shape
         torch.Size([2, 3])
     """
+
+    costs = Costs(
+        "sequential",
+        "D sequential passes of the conditioner",
+        "1 parallel pass of the conditioner",
+        "O(D), with the pass",
+        reference="Durkan et al. 2019",
+    )
 
     conditioned_on_output = True
     sign = None  # not elementwise

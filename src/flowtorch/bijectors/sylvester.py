@@ -8,10 +8,10 @@ import torch
 from torch.distributions import constraints
 
 from flowtorch.bijectors.planar import solve_shifted_tanh
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
-from flowtorch.core.validation import vector_event
+from flowtorch.core.validation import integer_at_least, vector_event
 from flowtorch.parameters import Tensor
 
 __all__ = ["Sylvester"]
@@ -75,6 +75,14 @@ class Sylvester(Bijector):
         (True, torch.Size([5]))
     """
 
+    costs = Costs(
+        "numerical (M scalar solves, bottom up)",
+        "O(DM + M²)",
+        "O(DM + M²) + M scalar solves",
+        "O(M)",
+        reference="van den Berg et al. 2018",
+    )
+
     domain = constraints.real_vector
     codomain = constraints.real_vector
     _rows: torch.Tensor
@@ -102,8 +110,7 @@ class Sylvester(Bijector):
         if variant == "triangular" and m != d:
             raise ValueError(f"{name}: the triangular variant has hidden = D = {d}, got hidden={hidden}")
         k = d if n_reflections is None else n_reflections
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"{name}: n_reflections must be a positive integer, got {n_reflections!r}")
+        integer_at_least(k, f"{name}: n_reflections")
         if variant == "triangular" and n_reflections is not None:
             raise ValueError(f"{name}: n_reflections applies to the householder variant only")
         if variant == "householder" and flip:

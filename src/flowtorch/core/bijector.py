@@ -30,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch.distributions import constraints
@@ -39,7 +40,7 @@ from flowtorch.core import mode as _mode
 from flowtorch.core.lazy import LazyModule, Plan
 from flowtorch.core.shapes import broadcastable
 
-__all__ = ["Bijector", "Params", "SequentialSamplingWarning", "build"]
+__all__ = ["Bijector", "Costs", "Params", "SequentialSamplingWarning", "build"]
 
 Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
 
@@ -109,6 +110,37 @@ def build(plan: Any, **kwargs: Any) -> Any:
     return plan
 
 
+@dataclass(frozen=True)
+class Costs:
+    """What a bijector class declares about itself for the docs' table of bijectors
+    (``docs/bijectors.md``), where its code does not tell.
+
+    Reference: the cost columns of Papamakarios et al., "Normalizing Flows for Probabilistic
+    Modeling and Inference", JMLR 2021, table 1.
+
+    Args:
+        inverse: ``"analytic"``, ``"sequential"`` (analytic, one conditioner pass per dim),
+            ``"numerical"`` (a solver), ``"cache-only"`` (no inverse except on the bijector's own
+            outputs inside ``BijectiveMode``), or a phrase for wrappers (``"as its parts"``).
+        forward: the cost of ``forward`` (:math:`D` is the number of elements of the event).
+        inverse_cost: the cost of ``inverse``.
+        ladj: the cost of log|det J|, given the forward or inverse pass.
+        reference: a short citation.
+        maps: domain -> codomain, where the class-level constraints do not tell.
+
+    Example:
+        >>> Costs("analytic", "O(D) elementwise", "O(D) elementwise", "O(D)").inverse
+        'analytic'
+    """
+
+    inverse: str
+    forward: str
+    inverse_cost: str
+    ladj: str
+    reference: str = ""
+    maps: str = ""
+
+
 class Bijector(LazyModule):
     r"""An invertible, differentiable map :math:`y = f(x; \theta(c))` on events of ``shape``.
 
@@ -160,6 +192,9 @@ class Bijector(LazyModule):
     #: decreasing), ``None`` for any other; torch's ``Transform.sign``. A subclass that is no
     #: longer elementwise (an autoregressive one) sets it back to ``None``.
     sign: int | None = None
+    #: The row of the docs' table of bijectors (costs of each direction, reference); read from
+    #: the class itself only, not inherited. Without it the table derives what the code tells.
+    costs: ClassVar[Costs | None] = None
     #: Constraint of one element of the maths; its ``event_dim`` says how many trailing dims
     #: ``_log_abs_det_jacobian`` already reduces.
     domain: constraints.Constraint = constraints.real

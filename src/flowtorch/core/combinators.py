@@ -24,7 +24,7 @@ from typing import Any, cast
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Params, build
+from flowtorch.core.bijector import Bijector, Costs, Params, build
 from flowtorch.core.shapes import broadcast_shapes, swap_event
 
 __all__ = ["Cat", "FactorOut", "Stack"]
@@ -364,6 +364,8 @@ class Cat(_Concat):
         (tensor([1., 0., 0.]), 1.3863)
     """
 
+    costs = Costs("as its parts", "sum of its parts", "sum of its parts", "sum of its parts")
+
     @staticmethod
     def _shape_of(parts: Sequence[Bijector], dim: int) -> torch.Size | None:
         first = parts[0].shape
@@ -439,6 +441,14 @@ class FactorOut(_Concat):
         ([3.0, 1.0, 1.0, 1.0], 4.3944)
     """
 
+    costs = Costs(
+        "as its inner bijector",
+        "the inner bijector on its slice",
+        "the inner bijector on its slice",
+        "the inner bijector's",
+        reference="Dinh et al. 2017 (multi-scale architecture)",
+    )
+
     def __init__(
         self,
         bijector: Any,
@@ -496,6 +506,8 @@ class Stack(_Parts):
                 [1., 0.],
                 [1., 0.]])
     """
+
+    costs = Costs("as its parts", "sum of its parts", "sum of its parts", "sum of its parts")
 
     @staticmethod
     def _shape_of(parts: Sequence[Bijector], dim: int) -> torch.Size | None:

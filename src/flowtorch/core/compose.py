@@ -8,7 +8,7 @@ from typing import Any, cast
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, build, current_scope, unintercepted, warn_miss
+from flowtorch.core.bijector import Bijector, Costs, build, current_scope, unintercepted, warn_miss
 
 __all__ = ["Compose", "Invert"]
 
@@ -39,6 +39,8 @@ class Compose(Bijector):
         >>> f.forward(torch.zeros(2))
         tensor([3., 3.])
     """
+
+    costs = Costs("as its layers", "sum of its layers", "sum of its layers", "sum of its layers")
 
     def __new__(cls, bijectors: Sequence[Any] = (), **kwargs: Any) -> Any:
         built = list(bijectors)
@@ -203,6 +205,13 @@ class Invert(Bijector):
         >>> log.forward(torch.ones(1))
         tensor([0.])
     """
+
+    costs = Costs(
+        "as the inner bijector's forward",
+        "the inner bijector's inverse",
+        "the inner bijector's forward",
+        "minus the inner bijector's",
+    )
 
     def __new__(cls, bijector: Any = None, **kwargs: Any) -> Any:
         if kwargs.get("shape") is None and isinstance(bijector, Bijector):

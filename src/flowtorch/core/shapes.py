@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["broadcast_shapes", "broadcastable", "swap_event"]
+__all__ = ["as_slice", "broadcast_shapes", "broadcastable", "swap_event", "take_last"]
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
@@ -97,3 +97,42 @@ def swap_event(name: str, shape: torch.Size, event_in: torch.Size, event_out: to
     if len(shape) < n or shape[len(shape) - n :] != event_in:
         raise ValueError(f"{name}: shape {tuple(shape)} does not end with the event shape {tuple(event_in)}")
     return shape[: len(shape) - n] + event_out
+
+
+def as_slice(index: list[int]) -> slice | None:
+    """The ``slice(start, stop, step)`` that selects exactly ``index`` (increasing and evenly
+    spaced), or ``None``: a regular coupling mask then selects a strided view, not a gather.
+
+    Reference: Python's ``slice`` (Python documentation).
+
+    Args:
+        index: positions along the last dim, increasing.
+
+    Example:
+        >>> as_slice([1, 3, 5]), as_slice([0, 1, 3])
+        (slice(1, 6, 2), None)
+    """
+    if not index:
+        return None
+    step = index[1] - index[0] if len(index) > 1 else 1
+    if step < 1 or index != list(range(index[0], index[-1] + 1, step)):
+        return None
+    return slice(index[0], index[-1] + 1, step)
+
+
+def take_last(flat: torch.Tensor, positions: slice | None, index: torch.Tensor) -> torch.Tensor:
+    """``flat[..., index]``: a strided view when ``positions`` (from :func:`as_slice`) is a slice,
+    else a gather.
+
+    Reference: ``torch.index_select`` (PyTorch documentation).
+
+    Args:
+        flat: values whose last dim is indexed.
+        positions: ``as_slice(index.tolist())``.
+        index: the positions, a 1-D integer tensor.
+
+    Example:
+        >>> take_last(torch.arange(6.0), slice(1, 6, 2), torch.tensor([1, 3, 5]))
+        tensor([1., 3., 5.])
+    """
+    return flat[..., positions] if positions is not None else flat[..., index]

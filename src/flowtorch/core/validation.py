@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_size", "nonscalar_event", "positive_int", "positive_ints", "vector_event"]
+__all__ = ["as_size", "integer_at_least", "nonscalar_event", "positive_int", "positive_ints", "vector_event"]
 
 
 def _integer(value: Any) -> int | None:
@@ -56,8 +56,31 @@ def as_size(value: Any, what: str, *, allow_int: bool = True) -> torch.Size:
     raise TypeError(f"{what} must be {kinds}, got {value!r}")
 
 
+def integer_at_least(value: Any, what: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer of at least ``minimum``, else a ``ValueError``
+    that names the argument and shows its ``repr``: the one check of every integer argument.
+
+    Reference: ``operator.index`` (Python documentation), which decides what is an integer.
+
+    Args:
+        value: what the user gave.
+        what: the owner and the argument's name, for the error (``"rk4: steps"``).
+        minimum: the smallest value allowed.
+
+    Example:
+        >>> integer_at_least(0, "SOSPolynomial: degree", minimum=0)
+        0
+    """
+    n = _integer(value)
+    if n is None or n < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{what} must be {expected}, got {value!r}")
+    return n
+
+
 def positive_int(value: Any, what: str) -> int:
-    """``value`` as an ``int`` if it is a positive integer, else a ``ValueError`` showing its ``repr``.
+    """``value`` as an ``int`` if it is a positive integer, else a ``ValueError`` showing its ``repr``
+    (:func:`integer_at_least` with ``minimum=1``).
 
     Reference: ``operator.index`` (Python documentation), which decides what is an integer.
 
@@ -69,10 +92,7 @@ def positive_int(value: Any, what: str) -> int:
         >>> positive_int(3, "MAF: layers")
         3
     """
-    n = _integer(value)
-    if n is None or n < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return n
+    return integer_at_least(value, what, 1)
 
 
 def positive_ints(value: Any, what: str) -> tuple[int, ...]:

@@ -21,6 +21,10 @@ registers its parameters). :func:`to_pyro` wraps it as a ``pyro.distributions.To
 for what Pyro does only with its own classes: broadcasting by ``pyro.plate``, ``.to_event``,
 ``.mask``. Pyro stays optional: it is imported only by :func:`to_pyro` and ``Flow.score_parts``.
 
+:class:`~flowtorch.interop.autoguide.AutoFlow` (in :mod:`flowtorch.interop.autoguide`, also
+reachable as ``flowtorch.interop.AutoFlow``, which imports Pyro on first access only) is a Pyro
+autoguide whose posterior over all of a model's latent sites is a flowtorch flow.
+
 References: the ``Transform`` and ``TransformedDistribution`` contract of
 ``torch.distributions`` (Paszke et al., "PyTorch: An Imperative Style, High-Performance Deep
 Learning Library", 2019); Bingham et al., "Pyro: Deep Universal Probabilistic Programming",
@@ -43,7 +47,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.distributions import (
@@ -60,7 +64,37 @@ from flowtorch.core.mode import BijectiveMode
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.distributions.flow import Flow
 
+if TYPE_CHECKING:
+    from flowtorch.interop.autoguide import AutoFlow as AutoFlow
+
+# ``AutoFlow`` is left out: a star import would then need Pyro (see ``__getattr__``).
 __all__ = ["BijectorTransform", "to_pyro", "to_transform", "to_transformed_distribution"]
+
+#: Names served by ``__getattr__`` from modules that need Pyro, imported on first access.
+_NEEDS_PYRO = {"AutoFlow": "flowtorch.interop.autoguide"}
+
+
+def __getattr__(name: str) -> Any:
+    """``flowtorch.interop.AutoFlow``: imports :mod:`flowtorch.interop.autoguide` (and Pyro) only
+    when first asked for, so that ``import flowtorch.interop`` works without Pyro."""
+    module_name = _NEEDS_PYRO.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "pyro":
+            raise
+        raise ModuleNotFoundError(
+            f"flowtorch.interop.{name} needs Pyro: pip install pyro-ppl", name=error.name
+        ) from error
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NEEDS_PYRO])
 
 
 def _sign(b: Bijector) -> int:

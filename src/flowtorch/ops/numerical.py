@@ -38,6 +38,7 @@ from torch import Tensor
 
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.shapes import broadcast_shapes
+from flowtorch.core.validation import integer_at_least
 
 __all__ = [
     "attach_root_gradient",
@@ -105,8 +106,7 @@ def _clenshaw_curtis64(n: int) -> tuple[Tensor, Tensor]:
 
 
 def _check_nodes(name: str, n: int, minimum: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ValueError(f"{name}: the number of nodes must be an integer >= {minimum}, got {n!r}")
+    integer_at_least(n, f"{name}: the number of nodes", minimum)
 
 
 def gauss_legendre(
@@ -287,8 +287,7 @@ def _tolerances(dtype: torch.dtype, atol: float | None, rtol: float | None) -> t
 def _check_solver_args(name: str, target: Tensor, max_iter: int) -> None:
     if not isinstance(target, Tensor) or not target.is_floating_point():
         raise TypeError(f"{name}: target must be a floating-point tensor")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"{name}: max_iter must be a positive integer, got {max_iter!r}")
+    integer_at_least(max_iter, f"{name}: max_iter")
 
 
 def find_bracket(

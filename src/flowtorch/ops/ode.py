@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowtorch.core.validation import integer_at_least
+
 __all__ = ["Dynamics", "State", "dopri5", "odeint", "odeint_adjoint", "rk4"]
 
 State = tuple[Tensor, ...]
@@ -151,8 +153,7 @@ def rk4(f: Dynamics, y0: State, t0: float, t1: float, *, steps: int = 10) -> Sta
         True
     """
     y = _check_state("rk4", y0)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"rk4: steps must be a positive integer, got {steps!r}")
+    integer_at_least(steps, "rk4: steps")
     t0, t1 = float(t0), float(t1)
     if t0 == t1:
         return tuple(v.clone() for v in y)
@@ -238,8 +239,7 @@ def dopri5(
     """
     y = _check_state("dopri5", y0)
     rtol, atol = _floor(y, rtol, atol)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"dopri5: max_steps must be a positive integer, got {max_steps!r}")
+    integer_at_least(max_steps, "dopri5: max_steps")
     counts = {"nfe": 0, "steps": 0, "rejected": 0}
 
     def call(t: float, state: State) -> State:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from flowtorch.core.shapes import as_slice, take_last
 from flowtorch.core.validation import positive_ints
 from flowtorch.parameters.base import Parameters
 
@@ -92,7 +93,7 @@ class DenseCoupling(Parameters):
         hidden = self.hidden_dims = positive_ints(hidden_dims, "DenseCoupling: hidden_dims")
         self.register_buffer("identity_index", flat.nonzero().squeeze(-1), persistent=False)
         # Regular masks ("alternate", "half") select a strided slice: a view, not a gather.
-        self._identity_slice = _as_slice(self.identity_index.tolist())
+        self._identity_slice = as_slice(self.identity_index.tolist())
         self._sizes = [s.numel() for s in self.param_shapes]
         self.input_layer = nn.Linear(n_a, hidden[0]) if n_a > 0 else None
         self.context_layer = (
@@ -118,7 +119,7 @@ class DenseCoupling(Parameters):
         batch = input.shape[: input.dim() - n_in]
         h: torch.Tensor | None = None
         if self.input_layer is not None:
-            identity = _take_last(input.reshape(*batch, -1), self._identity_slice, self.identity_index)
+            identity = take_last(input.reshape(*batch, -1), self._identity_slice, self.identity_index)
             h = self.input_layer(identity)
         if self.context_layer is not None:
             if context is None:
@@ -140,18 +141,3 @@ class DenseCoupling(Parameters):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, hidden_dims={self.hidden_dims}"
-
-
-def _take_last(flat: torch.Tensor, as_slice: slice | None, index: torch.Tensor) -> torch.Tensor:
-    """``flat[..., index]``: a strided view when the index is a slice, else a gather."""
-    return flat[..., as_slice] if as_slice is not None else flat[..., index]
-
-
-def _as_slice(index: list[int]) -> slice | None:
-    """``slice(start, stop, step)`` selecting exactly ``index`` (increasing, evenly spaced), or None."""
-    if not index:
-        return None
-    step = index[1] - index[0] if len(index) > 1 else 1
-    if step < 1 or index != list(range(index[0], index[-1] + 1, step)):
-        return None
-    return slice(index[0], index[-1] + 1, step)
