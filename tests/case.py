@@ -11,7 +11,14 @@ import torch
 
 from flowtorch.core.bijector import Bijector
 
-__all__ = ["CONTEXT_SHAPE", "D", "Case", "check_a_context_batch_wider_than_the_input", "perturb"]
+__all__ = [
+    "CONTEXT_SHAPE",
+    "D",
+    "Case",
+    "build_float64",
+    "check_a_context_batch_wider_than_the_input",
+    "perturb",
+]
 
 D = 3
 CONTEXT_SHAPE = torch.Size([2])
@@ -35,6 +42,17 @@ class Case:
                 fan_in = p.shape[-1] if p.dim() > 1 else 1
                 p.normal_(0.0, 0.5 / fan_in**0.5)
         return b
+
+
+def build_float64(plan: Any, d: int = 4, seed: int = 0, scale: float = 1.0, **kwargs: Any) -> Any:
+    """Builds ``plan`` for a ``d``-vector event in float64, every parameter drawn from
+    N(0, scale^2) (the bijectors of ``tests/bijectors/test_planar.py`` and its neighbours)."""
+    torch.manual_seed(seed)
+    b = plan(shape=torch.Size([d]), **kwargs).to(torch.float64)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.normal_(0.0, scale)
+    return b
 
 
 def perturb(module: torch.nn.Module, scale: float = 0.5, seed: int = 0, by_fan_in: bool = True) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from tests._torch import FUSED_CPU_OPTIMIZERS, needs_fused_cpu_optimizers
-from tests.case import CONTEXT_SHAPE, Case, D
 from torch.distributions import transform_to
 
 import flowtorch.bijectors as bij
 from flowtorch.core.bijector import Bijector
+from tests._torch import FUSED_CPU_OPTIMIZERS, needs_fused_cpu_optimizers
+from tests.case import CONTEXT_SHAPE, Case, D
 
 torch.set_num_threads(1)
 

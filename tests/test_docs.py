@@ -23,14 +23,14 @@ from types import ModuleType
 
 import pytest
 import torch
-from tests._torch import RELEASE, release
-from tests.conftest import bijector_classes
 
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.core.bijector import Bijector
+from tests._torch import RELEASE, release
+from tests.conftest import bijector_classes
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -8,10 +8,10 @@ The default-argument cases (``AffineCoupling``, ``AffineCoupling[context]`` and 
 from __future__ import annotations
 
 import torch
-from tests.case import Case
 
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
 from flowtorch.parameters import Tensor
+from tests.case import Case
 
 __all__ = ["CASES", "CUSTOM"]
 

@@ -8,14 +8,13 @@ solver tolerances (the round trip is exact only up to the solver's error: ``1e-9
 
 from __future__ import annotations
 
-from tests.case import Case
-
 from flowtorch.bijectors.ffjord import FFJORD
 from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.bijectors.naf import BlockNeuralAutoregressive, NeuralAutoregressive
 from flowtorch.bijectors.permute import Permute
 from flowtorch.core.compose import Compose, Invert
 from flowtorch.parameters import DenseAutoregressive
+from tests.case import Case
 
 __all__ = ["CASES", "CUSTOM"]
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from tests.case import Case
 
 from flowtorch.bijectors.affine import Affine
 from flowtorch.bijectors.conv import Invertible1x1Conv
@@ -21,6 +20,7 @@ from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
 from flowtorch.core.bijector import Bijector
 from flowtorch.core.compose import Compose
+from tests.case import Case
 
 __all__ = ["CASES", "CUSTOM"]
 

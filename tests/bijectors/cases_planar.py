@@ -15,13 +15,12 @@ a deterministic value): ``tests/bijectors/test_residual.py`` compares them with 
 
 from __future__ import annotations
 
-from tests.case import Case
-
 from flowtorch.bijectors.planar import Planar
 from flowtorch.bijectors.radial import Radial
 from flowtorch.bijectors.residual import InvertibleResNet, ResidualFlow
 from flowtorch.bijectors.sylvester import Sylvester
 from flowtorch.core.compose import Compose
+from tests.case import Case
 
 __all__ = ["CASES", "CUSTOM"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from tests.case import Case
-
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
@@ -11,6 +9,7 @@ from flowtorch.bijectors.reshape import Reshape, Squeeze, Unsqueeze
 from flowtorch.bijectors.reverse import Reverse
 from flowtorch.core.combinators import Cat, FactorOut, Stack
 from flowtorch.parameters.conv_coupling import ConvCoupling
+from tests.case import Case
 
 __all__ = ["CASES", "CUSTOM"]
 

@@ -1,9 +1,12 @@
-"""Coupling layers: what the generic suite cannot see (the split, NICE, the start, a peer)."""
+"""Coupling layers: what the generic suite cannot see (the split, NICE, the start, a peer, a
+conditioner class instead of a plan, a context batch wider than the input)."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -13,15 +16,11 @@ from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling, couplin
 from flowtorch.ops import identity_derivative
 from flowtorch.parameters import Tensor
 from flowtorch.parameters.coupling import DenseCoupling
+from tests.case import check_a_context_batch_wider_than_the_input, perturb
 
+S = torch.Size
+F64 = torch.float64
 CHECKER = torch.tensor([[True, False, True], [False, True, False]])
-
-
-def perturb(module: torch.nn.Module, scale: float = 0.5, seed: int = 0) -> None:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, scale / (p.shape[-1] if p.dim() > 1 else 1) ** 0.5)
 
 
 LAYERS = {
@@ -275,3 +274,70 @@ def test_torch_jit_trace(cls: type, shape: tuple[int, ...]) -> None:
         traced = torch.jit.trace(b, torch.randn(3, *shape))
     x = torch.randn(5, *shape)
     torch.testing.assert_close(traced(x), b.forward(x))
+
+
+def test_a_conditioner_class_is_built_with_the_layers_mask() -> None:
+    b = AffineCoupling(DenseCoupling, mask="half")(shape=S([4]))
+    assert isinstance(b.params_fn, DenseCoupling)
+    assert b.params_fn.identity_index.tolist() == [0, 1]
+    assert b.params_fn.param_shapes == (S([2]), S([2]))
+    b = b.to(F64)
+    perturb(b, by_fan_in=False)
+    x = torch.randn(5, 4, dtype=F64)
+    y = b.forward(x)
+    torch.testing.assert_close(y[:, :2], x[:, :2])
+    torch.testing.assert_close(b.inverse(y), x)
+
+
+@pytest.mark.parametrize("make", [AffineCoupling, SplineCoupling], ids=["affine", "spline"])
+@pytest.mark.parametrize(
+    "mask", ["alternate", torch.tensor([True, False, False, True])], ids=["regular", "irregular"]
+)
+def test_a_context_batch_wider_than_the_input(make: type, mask: object) -> None:
+    b = make(mask=mask)(shape=S([4]), context_shape=S([2])).to(F64)
+    perturb(b, by_fan_in=False)
+    x = torch.randn(4, dtype=F64)  # one event
+    c = torch.randn(3, 2, dtype=F64)  # three contexts
+    y, ladj = check_a_context_batch_wider_than_the_input(b, x, c)
+    identity = b.mask
+    torch.testing.assert_close(y[:, identity], x[identity].expand(3, -1))
+    x_back, ladj_back = b.inverse_and_ladj(y, c)
+    torch.testing.assert_close(x_back, x.expand(3, 4))
+    torch.testing.assert_close(ladj_back, ladj)
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "AffineCoupling[additive]",
+        lambda: AffineCoupling(additive=True)(shape=S([4])),
+        "shape=(4,), mask=[1, 0, 1, 0], additive=True",
+    ),
+    (
+        "AffineCoupling[half,flip]",
+        lambda: AffineCoupling(mask="half", flip=True)(shape=S([5])),
+        "shape=(5,), mask=[0, 0, 0, 1, 1], additive=False",
+    ),
+    (
+        "AffineCoupling[17 elements]",
+        lambda: AffineCoupling()(shape=S([17])),
+        "shape=(17,), mask=<9 identity of 17>, additive=False",
+    ),
+    (
+        "AffineCoupling[(4, 5)]",
+        lambda: AffineCoupling()(shape=S([4, 5])),
+        "shape=(4, 5), mask=<12 identity of 20>, additive=False",
+    ),
+    (
+        "SplineCoupling[context]",
+        lambda: SplineCoupling(count_bins=4, bound=2.0)(shape=S([3]), context_shape=S([2])),
+        "shape=(3,), context_shape=(2,), mask=[1, 0, 1], count_bins=4, bound=2.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -1,19 +1,24 @@
-"""FFJORD: the trace computations, Hutchinson's estimator, adjoint gradients, and the flow as a whole.
+"""FFJORD: the trace computations (the Jacobian of its network, ODEMLP, is checked in
+``tests/nn/test_ode.py``), Hutchinson's estimator, adjoint gradients, and the flow as a whole.
 
-Stated tolerances: the forward-mode Jacobian of :class:`ODEMLP` equals autograd's to 1e-12; the mean
-of 4000 Hutchinson log-dets is within 4 standard errors (each below 0.03 nats) of the exact
-log-det; adjoint gradients match backpropagation through dopri5 at ``rtol = atol = 1e-9`` to 1e-6
-(relative to each gradient's size).
+Stated tolerances: the mean of 4000 Hutchinson log-dets is within 4 standard errors (each below
+0.03 nats) of the exact log-det; adjoint gradients match backpropagation through dopri5 at
+``rtol = atol = 1e-9`` to 1e-6 (relative to each gradient's size).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 
 import flowtorch
 import flowtorch.distributions as dist
-from flowtorch.bijectors.ffjord import FFJORD, ODEMLP
+from flowtorch.bijectors.ffjord import FFJORD
+
+S = torch.Size
 
 F64 = torch.float64
 
@@ -23,24 +28,6 @@ def perturb(module: torch.nn.Module, scale: float = 0.5, seed: int = 0) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.normal_(0.0, scale / (p.shape[-1] if p.dim() > 1 else 1) ** 0.5)
-
-
-@pytest.mark.parametrize("activation", ["tanh", "softplus"])
-def test_odemlp_jvp_is_the_jacobian(activation: str) -> None:
-    net = ODEMLP(4, (8, 6), context_dim=3, activation=activation).double()
-    perturb(net, 1.0)
-    z = torch.randn(5, 4, dtype=F64)
-    t = torch.full((5, 1), 0.3, dtype=F64)
-    e = torch.randn(5, 3, dtype=F64)
-    out, jv = net.jvp(z, t, e, torch.eye(4, dtype=F64))
-    torch.testing.assert_close(out, net(z, t, e), atol=1e-14, rtol=1e-14)
-    for i in range(5):
-        jac = torch.autograd.functional.jacobian(lambda v: net(v, t[i], e[i]), z[i])  # noqa: B023
-        torch.testing.assert_close(jv[i], jac, atol=1e-12, rtol=1e-12)
-    # batched tangents: one vector per sample
-    v = torch.randn(5, 4, 1, dtype=F64)
-    _, jv1 = net.jvp(z, t, e, v)
-    torch.testing.assert_close(jv1, jv @ v, atol=1e-12, rtol=1e-12)
 
 
 def _pair(**kwargs: object) -> tuple[FFJORD, FFJORD]:
@@ -129,3 +116,52 @@ def test_bad_arguments() -> None:
         FFJORD(rtol=-1.0)(shape=(2,))
     with pytest.raises(ValueError, match="takes no context"):
         FFJORD()(shape=(2,)).forward(torch.zeros(2), torch.zeros(3))
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "FFJORD scalar",
+        lambda: FFJORD()(shape=S([])),
+        "FFJORD needs an event of at least one dim",
+    ),
+    (
+        "FFJORD context_features=0",
+        lambda: FFJORD(context_features=0)(shape=S([2]), context_shape=S([3])),
+        "FFJORD: context_features must be a positive integer, got 0",
+    ),
+    (
+        "FFJORD context_features=True",
+        lambda: FFJORD(context_features=True)(shape=S([2])),
+        "FFJORD: context_features must be a positive integer, got True",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "FFJORD",
+        lambda: FFJORD(hidden_dims=(4,))(shape=S([2])),
+        "shape=(2,), time=1.0, solver='dopri5', trace='exact'",
+    ),
+    (
+        "FFJORD[adjoint]",
+        lambda: FFJORD(hidden_dims=(4,), time=0.5, solver="rk4", trace="hutchinson", adjoint=True)(
+            shape=S([2])
+        ),
+        "shape=(2,), time=0.5, solver='rk4', trace='hutchinson', adjoint=True",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -11,11 +11,11 @@ import weakref
 
 import pytest
 import torch
-from tests.conftest import CASES, WRAPPERS, Case, bijector_classes, context_for, domain_sample
 
 import flowtorch
 import flowtorch.bijectors as bij
 from flowtorch.core.bijector import Bijector
+from tests.conftest import CASES, WRAPPERS, Case, bijector_classes, context_for, domain_sample
 
 TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-9, rtol=1e-9)}
 

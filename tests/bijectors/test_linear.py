@@ -1,14 +1,15 @@
-"""LULinear, Householder and Invertible1x1Conv: the maths, the eval-mode cache, and peers."""
+"""LULinear and Householder: the maths, the eval-mode cache, and peers; the argument checks of
+Invertible1x1Conv, which shares LULinear's factorisation."""
 
 from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-from tests._torch import needs_fused_cpu_optimizers
 
 import flowtorch
 from flowtorch.bijectors.affine import Affine
@@ -16,6 +17,9 @@ from flowtorch.bijectors.conv import Invertible1x1Conv
 from flowtorch.bijectors.linear import Householder, LULinear
 from flowtorch.core.compose import Compose
 from flowtorch.parameters import Tensor
+from tests._torch import needs_fused_cpu_optimizers
+
+S = torch.Size
 
 DT = torch.float64
 
@@ -253,71 +257,6 @@ def test_householder_gradients_reach_the_vectors() -> None:
     assert b.vectors.grad is not None and b.vectors.grad.abs().min() > 0
 
 
-# ----------------------------------------------------------------------------- 1x1 convolution
-def conv(seed: int = 0, **kwargs: object) -> Invertible1x1Conv:
-    torch.manual_seed(seed)
-    b = Invertible1x1Conv(identity_init=False, **kwargs)(shape=torch.Size([2, 4, 4])).to(DT)
-    with torch.no_grad():
-        b.unconstrained_diag.normal_(0.0, 0.5)
-    return b
-
-
-def test_conv_matches_conv2d_with_the_same_weight() -> None:
-    b = conv(bias=True)
-    with torch.no_grad():
-        b.bias.normal_()  # type: ignore[union-attr]
-    w = b.weight()
-    x = torch.randn(3, 2, 4, 4, dtype=DT)
-    y, ladj = b.forward_and_ladj(x)
-    torch.testing.assert_close(y, F.conv2d(x, w.view(2, 2, 1, 1), b.bias))
-    torch.testing.assert_close(ladj, (16 * torch.linalg.slogdet(w)[1]).expand(3))
-    x2, ladj2 = b.inverse_and_ladj(y)
-    torch.testing.assert_close(x2, x)
-    torch.testing.assert_close(ladj2, ladj)
-    inv = torch.linalg.inv(w).view(2, 2, 1, 1)
-    torch.testing.assert_close(x2, F.conv2d(y - b.bias.view(2, 1, 1), inv))  # type: ignore[union-attr]
-    # eval mode uses the cached inverse weight
-    b.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(b.inverse(y), x)
-        assert b._inverse_cache is not None
-    # sample and batch dims, and a leading event dim
-    x3 = torch.randn(2, 3, 2, 4, 4, dtype=DT)
-    torch.testing.assert_close(
-        b.forward(x3).reshape(6, 2, 4, 4), F.conv2d(x3.reshape(6, 2, 4, 4), w.view(2, 2, 1, 1), b.bias)
-    )
-
-
-@pytest.mark.filterwarnings("ignore:torch.lu is deprecated")
-def test_conv_matches_normflows_invertible_1x1_conv() -> None:
-    nf = pytest.importorskip("normflows")
-    torch.manual_seed(0)
-    peer = nf.flows.Invertible1x1Conv(3, use_lu=True).to(DT)
-    with torch.no_grad():
-        peer.sign_S.fill_(1.0)  # our diagonal is positive; theirs carries fixed signs
-        peer.L.add_(0.3 * torch.randn(3, 3, dtype=DT))
-        peer.U.add_(0.3 * torch.randn(3, 3, dtype=DT))
-    perm = peer.P.argmax(1)  # (P v)_i = v_{perm[i]}
-    b = Invertible1x1Conv(permutation=perm, diag_activation="exp")(shape=torch.Size([3, 5, 4])).to(DT)
-    with torch.no_grad():
-        b.lower.copy_(peer.L)
-        b.upper.copy_(peer.U)
-        b.unconstrained_diag.copy_(peer.log_S)
-    torch.testing.assert_close(b.weight(), peer._assemble_W())
-    x = torch.randn(6, 3, 5, 4, dtype=DT)
-    y, ladj = b.forward_and_ladj(x)
-    y_peer, ladj_peer = peer.inverse(x)  # normflows' inverse applies W, its forward W^{-1}
-    x_peer, ladj_inv_peer = peer.forward(y)
-    diffs = {
-        "y": (y - y_peer).abs().max().item(),
-        "ladj": (ladj - ladj_peer).abs().max().item(),
-        "x": (b.inverse(y) - x_peer).abs().max().item(),
-        "ladj_inv": (ladj + ladj_inv_peer).abs().max().item(),
-    }
-    print("normflows Invertible1x1Conv max abs differences:", diffs)
-    assert max(diffs.values()) < 1e-10
-
-
 @pytest.mark.filterwarnings("ignore:torch.triangular_solve is deprecated")
 def test_lu_linear_matches_nflows_lu_linear() -> None:
     nflows_lu = pytest.importorskip("nflows.transforms.lu")
@@ -346,3 +285,40 @@ def test_lu_linear_matches_nflows_lu_linear() -> None:
     }
     print("nflows LULinear max abs differences:", diffs)
     assert max(diffs.values()) < 1e-10
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "LULinear empty",
+        lambda: LULinear()(shape=S([0])),
+        "LULinear: the mixed dim has size 0; it must be at least 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "LULinear",
+        lambda: LULinear(diag_activation="exp", bias=False)(shape=S([3])),
+        "shape=(3,), features=3, diag_activation='exp', bias=False",
+    ),
+    (
+        "Householder",
+        lambda: Householder(n_reflections=2)(shape=S([3])),
+        "shape=(3,), n_reflections=2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

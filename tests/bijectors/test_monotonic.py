@@ -8,14 +8,19 @@ its log-det (log of the integrand) within 1e-5 of the log-derivative of the map 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
-from tests.case import perturb
 
 from flowtorch.bijectors.monotonic import UMNN, Bernstein, SOSPolynomial
 from flowtorch.core.lazy import Plan
 from flowtorch.ops.numerical import quadrature
 from flowtorch.parameters import DenseAutoregressive, Parameters
+from tests.case import perturb
+
+S = torch.Size
 
 F64 = torch.float64
 GEN = torch.Generator().manual_seed(0)
@@ -231,3 +236,45 @@ def test_umnn_bad_arguments() -> None:
         UMNN(hidden_dims=())(shape=(2,))
     with pytest.raises(ValueError, match="embedding_dim"):
         UMNN(embedding_dim=0)(shape=(2,))
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "UMNN scalar",
+        lambda: UMNN()(shape=S([])),
+        "UMNN needs an event of at least one dim",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "SOSPolynomial",
+        lambda: SOSPolynomial(count=2, degree=3, solver="bisection")(shape=S([2])),
+        "shape=(2,), solver='bisection', count=2, degree=3",
+    ),
+    (
+        "Bernstein",
+        lambda: Bernstein(degree=5, bound=2.0)(shape=S([2])),
+        "shape=(2,), solver='newton', degree=5, bound=2.0",
+    ),
+    (
+        "UMNN",
+        lambda: UMNN(nodes=16, rule="clenshaw-curtis", hidden_dims=(8,))(shape=S([2])),
+        "shape=(2,), solver='newton', nodes=16, rule='clenshaw-curtis'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

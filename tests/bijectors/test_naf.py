@@ -4,11 +4,12 @@ peer, BNAF's block structure and range, the numerical inverse's accuracy, learni
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.case import perturb
 
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
@@ -21,6 +22,9 @@ from flowtorch.bijectors.naf import (
 )
 from flowtorch.bijectors.reverse import Reverse
 from flowtorch.core.compose import Compose
+from tests.case import perturb
+
+S = torch.Size
 
 F64 = torch.float64
 
@@ -242,3 +246,45 @@ def test_naf_learns_two_moons() -> None:
         samples = flow.sample((200,))  # the numerical direction
     assert start > 2.3 and nll < 1.45, (start, nll)
     assert torch.isfinite(samples).all() and samples.shape == (200, 2)
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "BNAF scalar",
+        lambda: BlockNeuralAutoregressive()(shape=S([])),
+        "BlockNeuralAutoregressive needs an event of at least one dim",
+    ),
+    (
+        "BNAF tol",
+        lambda: BlockNeuralAutoregressive(tol=0.0)(shape=S([2])),
+        "BlockNeuralAutoregressive: tol must be positive, got 0.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "NeuralAutoregressive",
+        lambda: NeuralAutoregressive(hidden_units=4)(shape=S([2])),
+        "shape=(2,), solver='newton', hidden_units=4",
+    ),
+    (
+        "BlockNeuralAutoregressive",
+        lambda: BlockNeuralAutoregressive(hidden_units=3, hidden_layers=2, slope=0.2)(shape=S([2])),
+        "shape=(2,), hidden_units=3, hidden_layers=2, slope=0.2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ from flowtorch.bijectors.linear import LULinear
 from flowtorch.bijectors.normalization import ActNorm, BatchNorm
 from flowtorch.core.compose import Compose, Invert
 from flowtorch.parameters import Tensor
+
+S = torch.Size
 
 DT = torch.float64
 
@@ -300,3 +304,45 @@ def test_normalisation_errors_name_the_problem() -> None:
         b.forward(torch.randn(1, 3))
     with pytest.raises(ValueError, match="takes no context"):
         b.forward(torch.randn(2, 3), torch.randn(2, 2))
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "BatchNorm eps=0",
+        lambda: BatchNorm(eps=0.0)(shape=S([2])),
+        "eps must be a positive number",
+    ),
+    (
+        "BatchNorm eps=inf",
+        lambda: BatchNorm(eps=float("inf"))(shape=S([2])),
+        "BatchNorm: eps must be a positive number, got inf",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "ActNorm",
+        lambda: ActNorm(dim=0)(shape=S([3, 2])),
+        "shape=(3, 2), dim=-2",
+    ),
+    (
+        "BatchNorm",
+        lambda: BatchNorm(momentum=0.5, eps=1e-3)(shape=S([3])),
+        "shape=(3,), dim=-1, momentum=0.5, eps=0.001",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

@@ -1,4 +1,5 @@
-"""Planar, Radial and Sylvester: the maths, the numerical inverses, the cache, and peers.
+"""Planar: the maths, the numerical inverse (and the scalar solver when its iteration budget runs
+out); for the family of Planar, Radial and Sylvester, bad arguments, the cache and peers.
 
 The generic suite (``tests/bijectors/cases_planar.py``) runs every class with round trips,
 autograd log-dets, shapes, gradients, dtypes, contexts, cycles and serialisation; these tests
@@ -19,17 +20,9 @@ from flowtorch.bijectors.radial import Radial
 from flowtorch.bijectors.sylvester import Sylvester
 from flowtorch.core.compose import Compose
 from flowtorch.distributions import Flow
+from tests.case import build_float64
 
 DT = torch.float64
-
-
-def build(plan: object, d: int = 4, seed: int = 0, scale: float = 1.0, **kwargs: object) -> object:
-    torch.manual_seed(seed)
-    b = plan(shape=torch.Size([d]), **kwargs).to(DT)  # type: ignore[operator]
-    with torch.no_grad():
-        for p in b.parameters():
-            p.normal_(0.0, scale)
-    return b
 
 
 def standard_normal(d: int) -> torch.distributions.Distribution:
@@ -58,7 +51,7 @@ def test_solve_shifted_tanh_is_accurate_over_the_whole_monotone_range(dtype: tor
 
 # ----------------------------------------------------------------------------- Planar
 def test_planar_reparametrisation_keeps_the_map_invertible() -> None:
-    b = build(Planar(), d=3)
+    b = build_float64(Planar(), d=3)
     _, w, _ = (t.detach().clone() for t in b.params_fn.params)  # type: ignore[union-attr]
     u = -20.0 * w  # w^T u = -20 |w|^2: without the reparametrisation the map would fold over
     with torch.no_grad():
@@ -74,7 +67,7 @@ def test_planar_reparametrisation_keeps_the_map_invertible() -> None:
 
 
 def test_planar_log_det_is_the_matrix_determinant_lemma() -> None:
-    b = build(Planar(), d=4)
+    b = build_float64(Planar(), d=4)
     u, w, bias = tuple(b.params_fn.params)  # type: ignore[union-attr]
     u_hat, *_ = b._parts((u, w, bias))  # type: ignore[operator]
     x = torch.randn(6, 4, dtype=DT)
@@ -86,7 +79,7 @@ def test_planar_log_det_is_the_matrix_determinant_lemma() -> None:
 
 def test_planar_inverse_near_the_invertibility_boundary() -> None:
     """w^T u_hat = -1 + softplus(-12) ~ -1 + 6e-6: nearly flat at one point, still inverted."""
-    b = build(Planar(), d=2, seed=3)
+    b = build_float64(Planar(), d=2, seed=3)
     with torch.no_grad():
         u, w, bias = b.params_fn.params  # type: ignore[union-attr]
         u.copy_(-12.0 * w / w.square().sum())
@@ -108,7 +101,7 @@ def _inverse_of(b: object, y: torch.Tensor, *params: torch.Tensor) -> torch.Tens
 )
 def test_inverse_gradients_are_the_implicit_ones(plan: object) -> None:
     """Finite differences of the numerical inverse, in ``y`` and in every parameter."""
-    b = build(plan, d=3, seed=1, scale=0.7)
+    b = build_float64(plan, d=3, seed=1, scale=0.7)
     y = torch.randn(2, 3, dtype=DT, requires_grad=True)
     params = tuple(p.detach().clone().requires_grad_() for p in b.params_fn.params)  # type: ignore[union-attr]
     assert torch.autograd.gradcheck(lambda y, *p: _inverse_of(b, y, *p), (y, *params))
@@ -117,58 +110,6 @@ def test_inverse_gradients_are_the_implicit_ones(plan: object) -> None:
         lambda y, *p: b._inverse_and_ladj(y, p)[1],  # type: ignore[attr-defined]
         (y, *params),
     )
-
-
-# ----------------------------------------------------------------------------- Radial
-def test_radial_inverse_is_exact_including_contractions() -> None:
-    b = build(Radial(), d=3, seed=2)
-    with torch.no_grad():  # beta close to -alpha: a strong contraction towards x0
-        b.params_fn.params[2].fill_(-8.0)  # type: ignore[union-attr]
-    x0 = b.params_fn.params[0].detach()  # type: ignore[union-attr]
-    x = torch.cat([x0 + 1e-3 * torch.randn(5, 3, dtype=DT), torch.randn(100, 3, dtype=DT) * 4])
-    y = b.forward(x)  # type: ignore[operator]
-    torch.testing.assert_close(b.inverse(y), x, atol=1e-10, rtol=1e-10)  # type: ignore[operator]
-    assert torch.equal(b.inverse(x0.unsqueeze(0)), x0.unsqueeze(0))  # type: ignore[operator]
-
-
-# ----------------------------------------------------------------------------- Sylvester
-def test_sylvester_q_has_orthonormal_columns_and_triangles() -> None:
-    b = build(Sylvester(hidden=3, n_reflections=2), d=5)
-    params = tuple(b.params_fn.params)  # type: ignore[union-attr]
-    r, s, _, q = b._parts(params)  # type: ignore[operator]
-    assert q.shape == (5, 3)
-    torch.testing.assert_close(q.T @ q, torch.eye(3, dtype=DT))
-    for m in (r, s):
-        assert torch.equal(m, torch.triu(m))
-        assert (torch.diagonal(m).abs() < 1).all()
-
-
-def test_sylvester_log_det_by_sylvesters_identity() -> None:
-    b = build(Sylvester(hidden=3), d=5)
-    r, s, bias, q = b._parts(tuple(b.params_fn.params))  # type: ignore[union-attr,operator]
-    x = torch.randn(4, 5, dtype=DT)
-    a = x @ q @ s.T + bias
-    h = 1 - torch.tanh(a) ** 2
-    jac = torch.eye(5, dtype=DT) + q @ r @ (h[:, :, None] * s) @ q.T  # dy/dx = I + Q R diag(h') S Q^T
-    _, ladj = b.forward_and_ladj(x)  # type: ignore[operator]
-    torch.testing.assert_close(ladj, torch.linalg.slogdet(jac)[1])
-
-
-def test_sylvester_flip_is_the_identity_variant_on_reversed_coordinates() -> None:
-    plain = build(Sylvester(variant="triangular"), d=4)
-    flipped = Sylvester(variant="triangular", flip=True)(shape=torch.Size([4])).to(DT)
-    flipped.load_state_dict(plain.state_dict())  # type: ignore[attr-defined]
-    x = torch.randn(3, 4, dtype=DT)
-    torch.testing.assert_close(flipped.forward(x), plain.forward(x.flip(-1)).flip(-1))  # type: ignore[operator]
-
-
-def test_sylvester_leaves_the_orthogonal_complement_alone() -> None:
-    b = build(Sylvester(hidden=2), d=5)
-    *_, q = b._parts(tuple(b.params_fn.params))  # type: ignore[union-attr,operator]
-    x = torch.randn(7, 5, dtype=DT)
-    y = b.forward(x)  # type: ignore[operator]
-    project = torch.eye(5, dtype=DT) - q @ q.T
-    torch.testing.assert_close(y @ project, x @ project)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -256,7 +197,7 @@ def test_amortised_parameters_from_a_context() -> None:
 # ----------------------------------------------------------------------------- peers
 def test_planar_and_radial_match_pyro() -> None:
     pyro_t = pytest.importorskip("pyro.distributions.transforms")
-    b = build(Planar(), d=4, seed=4, scale=0.8)
+    b = build_float64(Planar(), d=4, seed=4, scale=0.8)
     u, w, bias = (p.detach() for p in b.params_fn.params)  # type: ignore[union-attr]
     theirs = pyro_t.Planar(4).to(DT)
     with torch.no_grad():
@@ -271,7 +212,7 @@ def test_planar_and_radial_match_pyro() -> None:
     print(f"Planar vs pyro: max |dy| {diff_y:.2e}, max |d ladj| {diff_l:.2e}")
     assert diff_y < 1e-12 and diff_l < 1e-12
 
-    r = build(Radial(), d=4, seed=5, scale=0.8)
+    r = build_float64(Radial(), d=4, seed=5, scale=0.8)
     x0, alpha_raw, beta_raw = (p.detach() for p in r.params_fn.params)  # type: ignore[union-attr]
     theirs_r = pyro_t.Radial(4).to(DT)
     with torch.no_grad():
@@ -288,7 +229,7 @@ def test_planar_and_radial_match_pyro() -> None:
 
 def test_planar_and_radial_match_normflows() -> None:
     nf = pytest.importorskip("normflows")
-    b = build(Planar(), d=3, seed=6, scale=0.8)
+    b = build_float64(Planar(), d=3, seed=6, scale=0.8)
     u, w, bias = (p.detach() for p in b.params_fn.params)  # type: ignore[union-attr]
     theirs = nf.flows.Planar((3,), u=u[None].clone(), w=w[None].clone(), b=bias.clone())
     x = torch.randn(40, 3, dtype=DT)
@@ -298,7 +239,7 @@ def test_planar_and_radial_match_normflows() -> None:
     print(f"Planar vs normflows: max |dy| {diff_y:.2e}, max |d ladj| {diff_l:.2e}")
     assert diff_y < 1e-12 and diff_l < 1e-12
 
-    r = build(Radial(), d=3, seed=7, scale=0.8)
+    r = build_float64(Radial(), d=3, seed=7, scale=0.8)
     x0, alpha_raw, beta_raw = (p.detach() for p in r.params_fn.params)  # type: ignore[union-attr]
     theirs_r = nf.flows.Radial((3,), z_0=x0[None].clone()).to(DT)
     with torch.no_grad():  # normflows: alpha = |a|, beta = softplus(b) - |a|
@@ -309,3 +250,22 @@ def test_planar_and_radial_match_normflows() -> None:
     diff_y, diff_l = (y - y_n).abs().max().item(), (ladj - ladj_n).abs().max().item()
     print(f"Radial vs normflows: max |dy| {diff_y:.2e}, max |d ladj| {diff_l:.2e}")
     assert diff_y < 1e-12 and diff_l < 1e-12
+
+
+def test_the_solver_returns_its_iterate_when_max_iter_runs_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(50, generator=g, dtype=DT) * 3
+    p = torch.randn(50, generator=g, dtype=DT) * 2
+    q = p.sign() * torch.rand(50, generator=g, dtype=DT) * 2  # p q >= 0: Newton's first step is taken
+    c = torch.randn(50, generator=g, dtype=DT)
+    # no iteration: the centre of the bracket [t - |p|, t + |p|]
+    torch.testing.assert_close(solve_shifted_tanh(t, p, q, c, max_iter=0), t)
+    # one iteration: one Newton step from t, by hand
+    th = torch.tanh(q * t + c)
+    newton = t - p * th / (1.0 + p * q * (1.0 - th * th))
+    z1 = solve_shifted_tanh(t, p, q, c, max_iter=1)
+    torch.testing.assert_close(z1, newton)
+    z = solve_shifted_tanh(t, p, q, c)
+    residual = z + p * torch.tanh(q * z + c) - t
+    assert float(residual.abs().max()) < 1e-12
+    assert float((z1 - z).abs().max()) > 1e-6  # one step was not enough

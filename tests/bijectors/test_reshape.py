@@ -1,12 +1,14 @@
-"""Reshape, Squeeze, Unsqueeze, Reverse, Cat, Stack and FactorOut: shapes, numbers, caching."""
+"""Reshape, Squeeze, Unsqueeze and Reverse: shapes, numbers; with Cat, Stack and FactorOut, shape
+errors and caching."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
-from torch.distributions import transforms as T
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -128,99 +130,6 @@ def test_reshape_and_reverse_numbers() -> None:
     assert torch.equal(Reverse(-2)(shape=S([2, 3])).inverse(x), x.flip(-2))
 
 
-def _torch_pair() -> tuple[list[object], list[T.Transform]]:
-    ours = [bij.Exp(), bij.AffineFixed(loc=0.5, scale=-2.0), bij.Tanh(), bij.Sigmoid()]
-    theirs = [T.ExpTransform(), T.AffineTransform(0.5, -2.0), T.TanhTransform(), T.SigmoidTransform()]
-    return ours, theirs
-
-
-def test_cat_matches_torch_cat_transform() -> None:
-    ours, theirs = _torch_pair()
-    lengths = [2, 1, 3, 1]
-    b = Cat(ours, dim=-1, lengths=lengths)(shape=S([4, 7]), context_shape=None)
-    t = T.CatTransform(theirs, dim=-1, lengths=lengths)
-    x = torch.randn(6, 4, 7, dtype=torch.float64)
-    y, ladj = b.forward_and_ladj(x)
-    diffs = {
-        "forward": (y - t(x)).abs().max().item(),
-        "inverse": (b.inverse(y) - t.inv(y)).abs().max().item(),
-        # torch keeps elementwise log-dets; ours are summed over the event
-        "log_det": (ladj - t.log_abs_det_jacobian(x, y).sum((-2, -1))).abs().max().item(),
-    }
-    assert max(diffs.values()) < 1e-12, diffs
-
-
-def test_stack_matches_torch_stack_transform() -> None:
-    ours, theirs = _torch_pair()
-    b = Stack(ours, dim=0)(shape=S([4, 3]))
-    t = T.StackTransform(theirs, dim=-2)  # torch counts tensor dims: event dim 0 of (4, 3)
-    x = torch.randn(6, 4, 3, dtype=torch.float64)
-    y, ladj = b.forward_and_ladj(x)
-    diffs = {
-        "forward": (y - t(x)).abs().max().item(),
-        "inverse": (b.inverse(y) - t.inv(y)).abs().max().item(),
-        "log_det": (ladj - t.log_abs_det_jacobian(x, y).sum((-2, -1))).abs().max().item(),
-    }
-    assert max(diffs.values()) < 1e-12, diffs
-
-
-def test_conditional_parts_get_the_context_and_match_the_parts_alone() -> None:
-    torch.manual_seed(0)
-    maf = bij.AffineAutoregressive(_made())(shape=S([2]), context_shape=S([2]))
-    spline = bij.Spline()(shape=S([3]), context_shape=S([2]))
-    exp = bij.Exp()(shape=S([1]))
-    b = Cat([maf, exp, spline], dim=0)  # built parts: shape and lengths inferred
-    assert b.shape == (6,) and b.lengths == (2, 1, 3) and b.context_shape == (2,)
-    x, c = torch.randn(4, 5, 6), torch.randn(5, 2)  # the context broadcasts over the first dim
-    y, ladj = b.forward_and_ladj(x, c)
-    parts = [maf.forward_and_ladj(x[..., :2], c), exp.forward_and_ladj(x[..., 2:3]),
-             spline.forward_and_ladj(x[..., 3:], c)]  # fmt: skip
-    torch.testing.assert_close(y, torch.cat([p[0] for p in parts], -1))
-    torch.testing.assert_close(ladj, sum(p[1] for p in parts))
-    torch.testing.assert_close(b.inverse(y, c), x, atol=1e-5, rtol=1e-5)
-    st = Stack([maf, maf], dim=0)  # the same part twice: parameters shared
-    assert st.shape == (2, 2) and len(list(st.parameters())) == len(list(maf.parameters()))
-
-
-def test_context_wider_than_the_input_broadcasts_every_part() -> None:
-    b = Cat([bij.Affine(), bij.Exp()], lengths=[2, 1])(shape=S([3]), context_shape=S([2]))
-    x, c = torch.randn(3), torch.randn(4, 2)
-    y, ladj = b.forward_and_ladj(x, c)
-    assert y.shape == (4, 3) and ladj.shape == (4,)
-    torch.testing.assert_close(y[:, 2], x[2].exp().expand(4))
-
-
-def test_factor_out_passes_the_rest_through() -> None:
-    torch.manual_seed(0)
-    b = FactorOut(bij.AffineAutoregressive(_made()))(shape=S([5]))
-    assert b.keep == 2 and b.lengths == (2, 3)
-    x = torch.randn(7, 5)
-    y, ladj = b.forward_and_ladj(x)
-    assert torch.equal(y[:, 2:], x[:, 2:])
-    expected_y, expected_ladj = b.bijector.forward_and_ladj(x[:, :2])
-    torch.testing.assert_close(y[:, :2], expected_y)
-    torch.testing.assert_close(ladj, expected_ladj)
-
-
-def test_constraints_follow_the_parts() -> None:
-    b = Cat([bij.Exp(), None], lengths=[1, 2])(shape=S([3]))
-    assert b.domain.event_dim == 1 and b.codomain.event_dim == 1
-    ok = b.codomain.check(torch.tensor([[1.0, -1.0, -2.0], [-1.0, 1.0, 2.0]]))
-    assert ok.tolist() == [True, False]
-    s = Stack([bij.Sigmoid(), None], dim=-1)(shape=S([3, 2]))
-    assert s.codomain.check(torch.tensor([[0.5, 7.0]] * 3)).item()
-    assert not s.codomain.check(torch.tensor([[1.5, 7.0]] * 3)).item()
-    assert Cat([bij.Affine(), None], lengths=[1, 2])(shape=S([3])).codomain.check(torch.randn(3))
-
-
-def test_plans_and_repr() -> None:
-    plan = Cat([bij.Exp(), bij.Affine()], lengths=[1, 2])
-    assert isinstance(plan, Plan) and isinstance(FactorOut(bij.Exp()), Plan)
-    b = plan(shape=S([3]))
-    assert "dim=0, lengths=(1, 2)" in repr(b) and "Exp" in repr(b)
-    assert isinstance(Stack([bij.Exp(), bij.Exp()]), Plan)
-
-
 # ----------------------------------------------------------------------------- caching
 def _counted(b: torch.nn.Module) -> list[int]:
     calls = [0]
@@ -301,3 +210,51 @@ def test_flow_with_factor_out_scores_its_samples_from_the_cache() -> None:
         assert calls[0] == n
     assert lp.shape == (3,)
     torch.testing.assert_close(lp, flow.log_prob(y))
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "Squeeze.forward_shape",
+        lambda: Squeeze()(shape=S([1, 4, 4])).forward_shape(S([4, 4])),
+        r"Squeeze: needs a \(C, H, W\) event, got shape \(4, 4\)",
+    ),
+    (
+        "Squeeze.inverse_shape",
+        lambda: Squeeze()(shape=S([1, 4, 4])).inverse_shape(S([4, 2])),
+        r"Squeeze: needs a \(C, H, W\) event, got shape \(4, 2\)",
+    ),
+    (
+        "Unsqueeze.forward_shape",
+        lambda: Unsqueeze()(shape=S([4, 2, 2])).forward_shape(S([2])),
+        r"Unsqueeze: needs a \(C, H, W\) event, got shape \(2,\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "Reshape",
+        lambda: Reshape((3, -1))(shape=S([2, 3])),
+        "shape=(2, 3), target_shape=(3, 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text
+
+
+def test_the_squeeze_shapes_with_batch_dims() -> None:
+    s = Squeeze()(shape=S([1, 4, 4]))
+    assert s.forward_shape(S([7, 1, 4, 4])) == (7, 4, 2, 2)
+    assert s.inverse_shape(S([7, 4, 2, 2])) == (7, 1, 4, 4)

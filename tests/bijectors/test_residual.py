@@ -1,5 +1,6 @@
-"""ResidualFlow and SpectralNormLinear: spectral normalisation, the log-det estimators against the
-exact log-det, the fixed-point inverse and its gradients, and what ``BijectiveMode`` saves.
+"""ResidualFlow: the Lipschitz bound, the log-det estimators against the exact log-det, the
+fixed-point inverse and its gradients (and without them), a context batch wider than the input,
+and what ``BijectiveMode`` saves. SpectralNormLinear is tested in ``tests/nn/test_spectral.py``.
 
 The generic suite (``tests/bijectors/cases_planar.py``) covers the exact estimator (the default
 for ``D <= 4``) with round trips, autograd Jacobians, shapes, gradients, contexts and caching.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -17,8 +20,10 @@ import flowtorch
 from flowtorch.bijectors.residual import FixedPointWarning, ResidualFlow, SpectralNormLinear
 from flowtorch.core.compose import Compose
 from flowtorch.distributions import Flow
+from tests.case import check_a_context_batch_wider_than_the_input
 
 DT = torch.float64
+S = torch.Size
 
 
 def residual(d: int = 3, seed: int = 0, dtype: torch.dtype = DT, **kwargs: object) -> ResidualFlow:
@@ -36,63 +41,6 @@ def residual(d: int = 3, seed: int = 0, dtype: torch.dtype = DT, **kwargs: objec
 def jacobian_logdet(b: ResidualFlow, x: torch.Tensor) -> torch.Tensor:
     jac = torch.autograd.functional.jacobian(lambda v: b.forward(v), x)
     return torch.linalg.slogdet(jac)[1]
-
-
-# ----------------------------------------------------------------------------- spectral norm
-def test_spectral_norm_bounds_each_layer() -> None:
-    torch.manual_seed(0)
-    for out_f, in_f in [(16, 3), (16, 16), (3, 16), (40, 7)]:
-        layer = SpectralNormLinear(in_f, out_f, coefficient=0.8).to(DT)
-        with torch.no_grad():
-            layer.weight.normal_()
-        sigma = torch.linalg.matrix_norm(layer.weight, 2)
-        torch.testing.assert_close(layer.sigma(), sigma, atol=0, rtol=1e-10)
-        torch.testing.assert_close(
-            torch.linalg.matrix_norm(layer.normalized_weight(), 2), torch.tensor(0.8, dtype=DT)
-        )
-    small = SpectralNormLinear(4, 4, coefficient=0.8).to(DT)
-    with torch.no_grad():
-        small.weight.mul_(0.1 / torch.linalg.matrix_norm(small.weight, 2))
-    assert torch.equal(small.normalized_weight(), small.weight)  # already below c: unchanged
-
-
-def test_spectral_norm_gradient_is_the_top_singular_pair() -> None:
-    torch.manual_seed(1)
-    w = torch.randn(6, 4, dtype=DT)
-    layer = SpectralNormLinear(4, 6).to(DT)
-    with torch.no_grad():
-        layer.weight.copy_(w)
-    layer.sigma().backward()
-    exact = w.clone().requires_grad_()
-    torch.linalg.matrix_norm(exact, 2).backward()
-    # u and v are accurate to about the square root of sigma's tolerance
-    torch.testing.assert_close(layer.weight.grad, exact.grad, atol=1e-6, rtol=1e-6)
-
-
-def test_power_iteration_writes_its_buffer_only_when_it_moved() -> None:
-    """The buffer's version is part of ``BijectiveMode``'s staleness check: it must stay put
-    while the weight does."""
-    torch.manual_seed(2)
-    layer = SpectralNormLinear(5, 8).to(DT)
-    layer.sigma()  # converges from the random start and stores u
-    version = layer.u._version
-    for _ in range(3):
-        layer.normalized_weight()
-    assert layer.u._version == version
-    with torch.no_grad():
-        layer.weight.add_(0.3 * torch.randn(8, 5, dtype=DT))
-    layer.sigma()
-    assert layer.u._version > version
-
-
-def test_exact_spectral_norm_has_no_state_to_update() -> None:
-    torch.manual_seed(3)
-    layer = SpectralNormLinear(3, 5, exact=True).to(DT)
-    with torch.no_grad():
-        layer.weight.normal_()
-    version = layer.u._version
-    torch.testing.assert_close(layer.sigma(), torch.linalg.matrix_norm(layer.weight, 2))
-    assert layer.u._version == version
 
 
 def test_lipschitz_bound_is_below_one() -> None:
@@ -313,3 +261,78 @@ def test_takes_no_conditioner() -> None:
 
     with pytest.raises(TypeError, match="no conditioner"):
         ResidualFlow(params.Tensor())(shape=torch.Size([3]))
+
+
+def _flow() -> ResidualFlow:
+    torch.manual_seed(0)
+    b = ResidualFlow(hidden_dims=(8,), estimator="exact")(shape=S([2]), context_shape=S([3])).to(DT)
+    with torch.no_grad():
+        b.context_layer.weight.normal_()
+    return b
+
+
+def test_a_context_batch_wider_than_the_input() -> None:
+    b = _flow()
+    x = torch.randn(2, dtype=DT)  # one event
+    c = torch.randn(4, 3, dtype=DT)  # four contexts
+    y, _ = check_a_context_batch_wider_than_the_input(b, x, c)
+    torch.testing.assert_close(b.inverse(y, c), x.expand(4, 2))
+
+
+def test_the_inverse_without_gradients_is_the_fixed_point_alone() -> None:
+    b = _flow()
+    x = torch.randn(5, 2, dtype=DT)
+    c = torch.randn(5, 3, dtype=DT)
+    y = b.forward(x, c).detach()
+    with torch.no_grad():
+        x_back = b.inverse(y, c)
+    assert not x_back.requires_grad and x_back.grad_fn is None
+    torch.testing.assert_close(x_back, x)
+    # with gradients on, the same point, now differentiable in the parameters
+    x_grad = b.inverse(y, c)
+    assert x_grad.requires_grad
+    torch.testing.assert_close(x_grad.detach(), x_back)
+
+
+VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "ResidualFlow max_terms < n_exact_terms",
+        lambda: ResidualFlow(max_terms=1, n_exact_terms=2)(shape=S([2])),
+        r"ResidualFlow: max_terms must be an integer >= max\(n_exact_terms, 1\), got 1",
+    ),
+    (
+        "ResidualFlow max_terms=True",
+        lambda: ResidualFlow(max_terms=True)(shape=S([2])),
+        "max_terms must be an integer .* got True",
+    ),
+    (
+        "ResidualFlow tol",
+        lambda: ResidualFlow(tol=0.0)(shape=S([2])),
+        "ResidualFlow: tol must be positive",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "match"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+REPRS: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "ResidualFlow",
+        lambda: ResidualFlow(hidden_dims=(8,), activation="elu", coefficient=0.7, estimator="exact")(
+            shape=S([2])
+        ),
+        "shape=(2,), hidden_dims=(8,), activation='elu', coefficient=0.7, estimator='exact'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected"), [c[1:] for c in REPRS], ids=[c[0] for c in REPRS])
+def test_extra_repr_shows_the_hyperparameters(make: Callable[[], Any], expected: str) -> None:
+    module = make()
+    assert module.extra_repr() == expected
+    text = repr(module)
+    assert text.startswith(f"{type(module).__name__}(") and expected in text

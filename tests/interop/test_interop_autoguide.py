@@ -22,9 +22,8 @@ poutine = pytest.importorskip("pyro.poutine")
 infer = pytest.importorskip("pyro.infer")
 autoguide = pytest.importorskip("pyro.infer.autoguide")
 
-from tests._device import device  # noqa: E402, F401  (the fixture)
-
 from flowtorch.interop.autoguide import AutoFlow, _Draw, default_flow  # noqa: E402
+from tests._device import device  # noqa: E402, F401  (the fixture)
 
 SLOW = os.environ.get("FLOWTORCH_SLOW", "") not in ("", "0")
 

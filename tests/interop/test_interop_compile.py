@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 import torch
-from tests._torch import needs_compilable_flows
 
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
+from tests._torch import needs_compilable_flows
 
 dynamo = pytest.importorskip("torch._dynamo")
 

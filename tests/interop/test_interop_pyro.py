@@ -1,15 +1,19 @@
-"""A ``Flow`` in Pyro: as a guide trained by SVI, and as a prior and likelihood inside a model."""
+"""A ``Flow`` in Pyro: as a guide trained by SVI, and as a prior and likelihood inside a model;
+the wrapper's support, sampling, repr and context, and what ``to_pyro`` refuses."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.distributions import Independent, Normal
 
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.interop import to_pyro
+from flowtorch.ops import soft_clamp
+from tests.case import perturb
 
 pyro = pytest.importorskip("pyro")
 pd = pytest.importorskip("pyro.distributions")
@@ -18,6 +22,8 @@ infer = pytest.importorskip("pyro.infer")
 
 SIGMA = 0.5  # likelihood scale
 N = 20  # observations
+S = torch.Size
+F64 = torch.float64
 
 
 def normal(d: int) -> torch.distributions.Distribution:
@@ -234,3 +240,55 @@ def test_calling_a_flow_with_a_context_tensor_names_condition() -> None:
         flow(c)
     assert flow.condition(c).log_prob(torch.randn(5, 2)).shape == (5,)
     assert flow.condition(c).rsample((3,)).shape == (3, 5, 2)
+
+
+def normal_f64(d: int) -> torch.distributions.Distribution:
+    return Independent(Normal(torch.zeros(d, dtype=F64), torch.ones(d, dtype=F64)), 1)
+
+
+def _sigmoid_flow() -> dist.Flow:
+    torch.manual_seed(0)
+    flow = dist.Flow(normal_f64(2), bij.Compose([bij.Affine(), bij.Sigmoid()])).to(F64)
+    perturb(flow, 0.3, by_fan_in=False)
+    return flow
+
+
+def test_to_pyro_takes_only_a_flow() -> None:
+    with pytest.raises(TypeError, match="to_pyro takes a flowtorch Flow, got Independent"):
+        to_pyro(normal_f64(2))  # type: ignore[arg-type]
+
+
+def test_pyro_wrapper_support_sample_and_repr() -> None:
+    flow = _sigmoid_flow()
+    wrapped = to_pyro(flow)
+    assert wrapped.support is flow.support
+    assert bool(wrapped.support.check(torch.tensor([0.2, 0.9], dtype=F64)))
+    assert not bool(wrapped.support.check(torch.tensor([0.2, 1.5], dtype=F64)))
+    torch.manual_seed(1)
+    y = wrapped.sample((3,))
+    assert y.shape == (3, 2) and not y.requires_grad
+    assert bool(((y > 0) & (y < 1)).all())
+    torch.manual_seed(1)
+    torch.testing.assert_close(y, flow.sample((3,)))  # the same draws as the flow
+    assert repr(wrapped) == "PyroFlow(batch_shape=(), event_shape=(2,))"
+    assert repr(wrapped.expand((4,))) == "PyroFlow(batch_shape=(4,), event_shape=(2,))"
+
+
+def test_to_pyro_binds_a_context() -> None:
+    torch.manual_seed(0)
+    flow = dist.Flow(normal_f64(2), bij.Affine(params.Tensor()), context_shape=S([3])).to(F64)
+    perturb(flow, 0.3, by_fan_in=False)
+    c = torch.randn(5, 3, dtype=F64)
+    wrapped = to_pyro(flow, c)
+    assert wrapped.batch_shape == (5,) and wrapped.event_shape == (2,)
+    y = wrapped.rsample()
+    assert y.shape == (5, 2) and y.requires_grad
+    torch.testing.assert_close(wrapped.log_prob(y), flow.log_prob(y, c))
+    # by hand: y = z exp(s) + a with (a, s) affine in the context
+    a, raw = flow.bijector.params_fn(None, c)
+    s = soft_clamp(raw, -5.0, 3.0)  # Affine's log-scale, within its default bounds
+    z = (y - a) * torch.exp(-s)
+    expected = Normal(0.0, 1.0).log_prob(z).sum(-1) - s.sum(-1)
+    torch.testing.assert_close(wrapped.log_prob(y), expected)
+    with pytest.raises(ValueError, match="context has shape \\(5, 2\\)"):
+        to_pyro(flow, torch.randn(5, 2, dtype=F64))

@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from tests._device import device  # noqa: F401  (fixture; conftest may also load the plugin)
-from tests.conftest import CASES, CONTEXT_SHAPE, Case
 from torch.distributions import (
     AffineTransform,
     Categorical,
@@ -38,6 +36,8 @@ import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.recipes as recipes
 from flowtorch.core.bijector import Bijector
+from tests._device import device  # noqa: F401  (fixture; conftest may also load the plugin)
+from tests.conftest import CASES, CONTEXT_SHAPE, Case
 
 F64 = torch.float64
 

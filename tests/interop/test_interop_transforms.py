@@ -1,5 +1,6 @@
 """``flowtorch.interop``: bijectors as ``torch.distributions.Transform``, flows as
-``TransformedDistribution``; checked against torch's own machinery."""
+``TransformedDistribution``; checked against torch's own machinery. Equality and hashing of the
+transforms, repr, torch's cache on a flattened Compose, and a context that is not a tensor."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from tests._device import device  # noqa: F401  (fixture; conftest may also load the plugin)
 from torch.distributions import (
     ComposeTransform,
     Independent,
@@ -27,8 +27,12 @@ from flowtorch.bijectors.coupling import AffineCoupling
 from flowtorch.bijectors.reshape import Reshape
 from flowtorch.core.bijector import Bijector
 from flowtorch.interop import BijectorTransform, to_transform, to_transformed_distribution
+from flowtorch.ops import soft_clamp
+from tests._device import device  # noqa: F401  (fixture; conftest may also load the plugin)
+from tests.case import perturb
 
 D = 3
+S = torch.Size
 F64 = torch.float64
 
 
@@ -59,18 +63,11 @@ PLANS: dict[str, tuple[Callable[[], Any], tuple[int, ...], bool]] = {
 NAMES = list(PLANS)
 
 
-def perturb(module: torch.nn.Module, seed: int = 0) -> None:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, 0.4 / (p.shape[-1] if p.dim() > 1 else 1) ** 0.5)
-
-
 def build(name: str, dtype: torch.dtype = F64) -> tuple[Bijector, torch.Tensor | None]:
     make, shape, conditional = PLANS[name]
     torch.manual_seed(0)
     b = make()(shape=torch.Size(shape), context_shape=(2,) if conditional else None).to(dtype)
-    perturb(b)
+    perturb(b, 0.4)
     context = torch.randn(4, 2, dtype=dtype) if conditional else None
     return b, context
 
@@ -116,7 +113,7 @@ def test_transform_sign_matches_the_derivative() -> None:
     x = torch.linspace(-2.0, 2.0, 9, dtype=F64)[:, None]
     for name in ["Exp", "Sigmoid", "Affine", "AffineFixed[-2]", "Spline"]:
         b = PLANS[name][0]()(shape=torch.Size([1])).to(F64)
-        perturb(b)
+        perturb(b, 0.4)
         t = to_transform(b)
         dy = torch.autograd.functional.jacobian(lambda v, t=t: t(v).sum(0), x)  # (1, 9, 1)
         assert torch.all(torch.sign(dy.squeeze()) == t.sign), name
@@ -156,7 +153,7 @@ def test_three_layer_flow_one_transform_or_torch_compose_of_layers() -> None:
         ]
     )
     flow = dist.Flow(base_for(torch.Size([D])), plan).double()
-    perturb(flow, 3)
+    perturb(flow, 0.4, 3)
     y = torch.randn(7, D, dtype=F64)
     expected = flow.log_prob(y)
     layers = list(flow.bijector.layers())
@@ -271,7 +268,7 @@ def test_transformed_distribution_scores_in_one_inverse_pass(recipe: str, flatte
     torch.manual_seed(0)
     plan = (MAF if recipe == "MAF" else IAF)(layers=2, hidden_dims=(8,))
     flow = dist.Flow(base_for(torch.Size([4])), plan)
-    perturb(flow)
+    perturb(flow, 0.4)
     calls = _conditioner_calls(flow)
     td = to_transformed_distribution(flow, flatten=flatten)
     y = torch.randn(5, 4, dtype=F64)
@@ -329,3 +326,52 @@ def test_a_users_elementwise_bijector_declares_its_sign_as_a_class_attribute() -
     flipped = bij.Compose([Cube(), bij.AffineFixed(scale=-2.0)])(shape=torch.Size([2]))
     assert to_transform(flipped).sign == -1
     assert to_transform(bij.Invert(Cube())(shape=torch.Size([2]))).sign == 1
+
+
+def _normal(d: int) -> torch.distributions.Distribution:
+    return Independent(Normal(torch.zeros(d, dtype=F64), torch.ones(d, dtype=F64)), 1)
+
+
+def test_a_context_that_is_not_a_tensor_is_named() -> None:
+    b = bij.Affine(params.Tensor())(shape=S([2]), context_shape=S([3]))
+    with pytest.raises(TypeError, match=r"to_transform: Affine: context must be a torch\.Tensor, got list"):
+        to_transform(b, [0.0, 0.0, 0.0])  # type: ignore[arg-type]
+
+
+def test_transforms_of_one_bijector_and_context_are_equal_and_hash_alike() -> None:
+    b = bij.Affine(params.Tensor())(shape=S([2]), context_shape=S([3]))
+    c, other = torch.randn(3), torch.randn(3)
+    t1, t2, t3 = to_transform(b, c), to_transform(b, c), to_transform(b, other)
+    assert t1 == t2 and hash(t1) == hash(t2) and len({t1, t2}) == 1
+    assert t1 != t3 and len({t1, t2, t3}) == 2
+    assert t1 != to_transform(bij.Affine(params.Tensor())(shape=S([2]), context_shape=S([3])), c)
+    assert t1 != "not a transform"
+
+
+def test_repr_names_the_bijector_and_its_shapes() -> None:
+    t = to_transform(bij.Spline(count_bins=4)(shape=S([3])))
+    assert repr(t) == "BijectorTransform(Spline(shape=(3,), count_bins=4, bound=3.0, order='quadratic'))"
+
+
+def test_a_flattened_compose_with_torchs_cache() -> None:
+    torch.manual_seed(0)
+    f = bij.Compose([bij.Affine(), bij.Exp(), bij.AffineFixed(loc=1.0, scale=-2.0)])(shape=S([2])).to(F64)
+    perturb(f, 0.3, by_fan_in=False)
+    t = to_transform(f, flatten=True)
+    assert isinstance(t, ComposeTransform) and len(t.parts) == 3
+    assert t.with_cache(0) is t
+    cached = t.with_cache(1)
+    assert isinstance(cached, ComposeTransform) and type(cached) is type(t)
+    assert cached._cache_size == 1 and cached.parts == t.parts
+    x = torch.randn(4, 2, dtype=F64)
+    y = cached(x)
+    assert cached(x) is y and cached.inv(y) is x  # torch's one-pair cache
+    torch.testing.assert_close(y, f.forward(x))
+    torch.testing.assert_close(cached.log_abs_det_jacobian(x, y), f.log_abs_det_jacobian(x, y))
+    # by hand: log|det| of each layer summed over the event
+    a, raw = next(iter(f.layers())).params_fn(None, None)
+    s = soft_clamp(raw, -5.0, 3.0)  # Affine's log-scale, within its default bounds
+    u = x * s.exp() + a
+    expected = (s + u + torch.log(torch.tensor(2.0, dtype=F64))).sum(-1)
+    torch.testing.assert_close(cached.log_abs_det_jacobian(x, y), expected)
+    assert cached.with_cache(1) is cached

@@ -1,4 +1,5 @@
-"""Tests for the pure spline functions in :mod:`flowtorch.ops.spline`."""
+"""Tests for the pure spline functions in :mod:`flowtorch.ops.spline`, bad arguments (a negative
+minimal derivative, no bins) included."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from flowtorch.ops import spline as spline_mod
 
 MIN = 1e-3  # the default min_bin_width / min_bin_height / min_derivative
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+X = torch.zeros(2)  # an input and empty knot parameters, for the argument checks
+W = torch.zeros(2, 3)
 HYP = settings(max_examples=25, deadline=None, derandomize=True)
 
 
@@ -491,3 +494,35 @@ def test_rational_quadratic_matches_zuko(seed: int) -> None:
     x_z = t.inv(x)
     torch.testing.assert_close(x_inv, x_z, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(lad_inv, -t.call_and_ladj(x_z)[1], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("spline", "params"),
+    [
+        (rational_quadratic_spline, (W, W, torch.zeros(2, 2))),
+        (linear_rational_spline, (W, W, torch.zeros(2, 2), W)),
+        (circular_rational_quadratic_spline, (W, W, W)),
+    ],
+    ids=["quadratic", "linear", "circular"],
+)
+def test_a_negative_min_derivative_is_named(spline, params) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=r"min_derivative must be >= 0, got -0\.5"):
+        spline(X, *params, min_derivative=-0.5)
+    y, logdet = spline(X, *params, min_derivative=0.0)  # zero is allowed
+    assert y.shape == logdet.shape == (2,)
+
+
+def test_a_circular_spline_without_bins_is_named() -> None:
+    empty = torch.zeros(2, 0)
+    with pytest.raises(ValueError, match="splines need at least one bin"):
+        circular_rational_quadratic_spline(X, empty, empty, empty)
+
+
+@pytest.mark.parametrize("linear", [False, True], ids=["quadratic", "linear"])
+def test_a_spline_without_bins_is_named(linear: bool) -> None:
+    empty = torch.zeros(2, 0)
+    with pytest.raises(ValueError, match="at least one bin"):
+        if linear:
+            linear_rational_spline(X, empty, empty, empty, empty)
+        else:
+            rational_quadratic_spline(X, empty, empty, empty)

@@ -39,14 +39,14 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.case import CONTEXT_SHAPE, Case
-from tests.conftest import CASES, domain_sample
 
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
 from flowtorch.core import mode as _mode
 from flowtorch.core.bijector import Bijector
+from tests.case import CONTEXT_SHAPE, Case
+from tests.conftest import CASES, domain_sample
 
 F64 = torch.float64
 TORCH = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])

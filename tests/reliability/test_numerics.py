@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from tests.conftest import CASES, Case, context_for
 from torch.distributions import constraints
 
 import flowtorch.bijectors as bij
@@ -26,6 +25,7 @@ from flowtorch.core.bijector import Bijector
 from flowtorch.core.lazy import Plan
 from flowtorch.ops.spline import _knots  # the knot positions the splines use (private helper)
 from flowtorch.recipes import IAF, MAF, NSF, RealNVP
+from tests.conftest import CASES, Case, context_for
 
 D = 4
 MIX = torch.tensor([[1.0, 0.3, 0.0, 0.2], [0.0, 1.0, -0.4, 0.0], [0.2, 0.0, 1.0, 0.5], [0.0, -0.3, 0.0, 1.0]])

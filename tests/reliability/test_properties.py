@@ -20,14 +20,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
-from tests._torch import FUSED_CPU_OPTIMIZERS
-from tests.conftest import CASES, CONTEXT_SHAPE, Case, domain_sample
 
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
 from flowtorch.core.bijector import Bijector
 from flowtorch.core.mode import STATE, has_entry
+from tests._torch import FUSED_CPU_OPTIMIZERS
+from tests.conftest import CASES, CONTEXT_SHAPE, Case, domain_sample
 
 PER_CASE = settings(
     max_examples=2,

@@ -12,7 +12,7 @@ import torch
 import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.parameters as params
-from flowtorch.core.lazy import Plan
+from flowtorch.core.lazy import Lazy, Plan
 
 
 def test_class_without_shape_is_a_plan() -> None:
@@ -70,3 +70,13 @@ def test_import_builds_nothing() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
+
+
+def test_plan_repr_keyword_precedence_and_the_08_alias() -> None:
+    plan = Plan(bij.Spline, count_bins=4, bound=None)
+    assert repr(plan) == "Plan(Spline, count_bins=4, bound=None)"
+    b = plan(shape=torch.Size([2]), bound=2.0)  # a plan's None does not override a build argument
+    assert b.count_bins == 4 and b.bound == 2.0
+    assert Lazy is Plan
+    b2 = copy.deepcopy(b)
+    assert type(b2) is bij.Spline and b2.shape == (2,)

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 import torch.nn.functional as F
-from tests._torch import needs_collectives_in_modes
 
 import flowtorch
 import flowtorch.bijectors as bij
@@ -28,6 +27,7 @@ import flowtorch.distributions as dist
 import flowtorch.parameters as params
 from flowtorch.core import mode as _mode
 from flowtorch.core.bijector import Bijector
+from tests._torch import needs_collectives_in_modes
 
 D = 3
 TORCH = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])

@@ -1,4 +1,5 @@
-"""A sequential pass computes each masked layer's ``W * M`` once; nothing else changes."""
+"""The masked layer of MADE: a mask of the wrong shape is named, and a sequential pass computes
+each masked layer's ``W * M`` once; nothing else changes."""
 
 from __future__ import annotations
 
@@ -118,3 +119,8 @@ def test_the_scope_is_left_clean_after_an_error_and_nested_scopes_keep_the_outer
             assert layer._fixed is outer
         assert layer._fixed is outer  # the inner scope did not clear the outer one
     assert layer._fixed is None
+
+
+def test_a_mask_of_the_wrong_shape_is_named() -> None:
+    with pytest.raises(ValueError, match=r"MaskedLinear: mask has shape \(3, 2\), expected \(2, 3\)"):
+        MaskedLinear(3, 2, torch.ones(3, 2))
