@@ -17,7 +17,6 @@ when the plan is written.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +24,7 @@ from torch import nn
 from flowtorch.bijectors.affine import AffineAutoregressive
 from flowtorch.bijectors.coupling import AffineCoupling, SplineCoupling
 from flowtorch.bijectors.spline import SplineAutoregressive
+from flowtorch.core.bijector import Bijector
 from flowtorch.core.compose import Compose, Invert
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import positive_int, positive_ints
@@ -46,7 +46,9 @@ def _made(
     return Plan(DenseAutoregressive, hidden_dims=hidden, nonlinearity=nonlinearity, permutation=order)
 
 
-def _compose(layers: list[Any], context_shape: torch.Size | tuple[int, ...] | None) -> Plan[Compose]:
+def _compose(
+    layers: Sequence[Plan[Bijector]], context_shape: torch.Size | tuple[int, ...] | None
+) -> Plan[Compose]:
     cs = None if context_shape is None else torch.Size(context_shape)
     return Plan(Compose, layers, context_shape=cs)
 
@@ -234,7 +236,7 @@ def NSF(
         raise ValueError(f"NSF: bins must be an integer of at least 2, got {bins}")
     if not bound > 0:
         raise ValueError(f"NSF: bound must be positive, got {bound}")
-    plans: list[Any] = []
+    plans: list[Plan[Bijector]] = []
     for i in range(layers):
         if autoregressive:
             made = _made(hidden, nonlinearity, i)

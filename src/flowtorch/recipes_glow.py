@@ -7,7 +7,6 @@ builds it for the base distribution's ``(C, H, W)`` event shape.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
@@ -15,6 +14,7 @@ from torch import nn
 from flowtorch.bijectors.channel_coupling import ChannelAffineCoupling
 from flowtorch.bijectors.reshape import Squeeze, Unsqueeze
 from flowtorch.bijectors.reverse import Reverse
+from flowtorch.core.bijector import Bijector
 from flowtorch.core.combinators import FactorOut
 from flowtorch.core.compose import Compose, Invert
 from flowtorch.core.lazy import Plan
@@ -30,7 +30,7 @@ def Glow(
     levels: int = 2,
     steps: int = 4,
     hidden_channels: int = 64,
-    context_shape: Any = None,
+    context_shape: torch.Size | tuple[int, ...] | None = None,
     *,
     actnorm: bool = True,
     permutation: str = "conv1x1",
@@ -102,7 +102,7 @@ def Glow(
     if permutation not in _PERMUTATIONS:
         raise ValueError(f"Glow: permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
     # ActNorm and Invertible1x1Conv live in their own modules; imported here, when asked for.
-    mixing: list[Any] = []
+    mixing: list[Plan[Bijector]] = []
     if actnorm:
         from flowtorch.bijectors.normalization import ActNorm
 
@@ -123,7 +123,7 @@ def Glow(
     )
 
     def scale(level: int) -> Plan[Compose]:
-        layers: list[Any] = [Plan(Squeeze)]
+        layers: list[Plan[Bijector]] = [Plan(Squeeze)]
         for _ in range(steps):
             layers += [*mixing, coupling]
         if level + 1 < levels:

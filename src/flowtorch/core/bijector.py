@@ -31,7 +31,7 @@ import contextlib
 import itertools
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, overload
 
 import torch
 from torch.distributions import constraints
@@ -41,9 +41,21 @@ from flowtorch.core.lazy import LazyModule, Plan
 from flowtorch.core.shapes import broadcastable
 from flowtorch.core.validation import check_context
 
-__all__ = ["Bijector", "Costs", "Params", "SequentialSamplingWarning", "build"]
+if TYPE_CHECKING:  # the conditioners' base class, for types only: the engine does not import them
+    from flowtorch.parameters.base import Parameters
 
-Params = Any  # what a conditioner returns: usually a tuple of tensors, or None
+__all__ = ["Bijector", "Conditioner", "Costs", "Params", "SequentialSamplingWarning", "build"]
+
+#: What a bijector's maths methods receive: what its ``_params`` returns. Usually the tuple of
+#: tensors its conditioner emits, ``None`` without a conditioner; wrappers pass their own records
+#: (a list of calls, a solver's state). Each bijector reads its own, so there is no one type.
+Params = Any
+
+#: A bijector's ``params_fn``: a conditioner plan (``params.DenseAutoregressive.plan()``) or a
+#: conditioner already built.
+Conditioner = Union["Parameters", Plan["Parameters"]]
+
+_M = TypeVar("_M", bound=torch.nn.Module)
 
 
 #: Runs a block with the active ``BijectiveMode`` off the torch-function stack: for the arithmetic
@@ -84,7 +96,13 @@ _WARNED_SEQUENTIAL: set[type] = set()
 SEQUENTIAL_WARNING_DIMS = 8
 
 
-def build(plan: Any, **kwargs: Any) -> Any:
+@overload
+def build(plan: Plan[_M], **kwargs: Any) -> _M: ...
+@overload
+def build(plan: type[_M], **kwargs: Any) -> _M: ...
+@overload
+def build(plan: _M, **kwargs: Any) -> _M: ...
+def build(plan: Plan[_M] | type[_M] | _M, **kwargs: Any) -> _M:
     r"""Builds ``plan`` (a :class:`~flowtorch.core.lazy.Plan` or a class) or returns a built object.
 
     .. math::
@@ -206,7 +224,7 @@ class Bijector(LazyModule):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -234,7 +252,7 @@ class Bijector(LazyModule):
         self._ladj_like_output = (self.shape == self._elem_shape, self.out_shape == self._elem_shape)
         self.domain = constraints.independent(cls.domain, len(self.shape) - cls.domain.event_dim)
         self.codomain = constraints.independent(cls.codomain, len(self.out_shape) - cls.codomain.event_dim)
-        self.params_fn: torch.nn.Module | None = None
+        self.params_fn: Parameters | None = None
         if params_fn is not None:
             self.params_fn = build(
                 params_fn,

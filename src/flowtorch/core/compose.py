@@ -9,6 +9,7 @@ import torch
 from torch.distributions import constraints
 
 from flowtorch.core.bijector import Bijector, Costs, build, current_scope, unintercepted, warn_miss
+from flowtorch.core.lazy import Plan
 
 __all__ = ["Compose", "Invert"]
 
@@ -42,22 +43,22 @@ class Compose(Bijector):
 
     costs = Costs("as its layers", "sum of its layers", "sum of its layers", "sum of its layers")
 
-    def __new__(cls, bijectors: Sequence[Any] = (), **kwargs: Any) -> Any:
+    def __new__(cls, bijectors: Sequence[Bijector | Plan[Bijector]] = (), **kwargs: Any) -> Any:
         built = list(bijectors)
         if kwargs.get("shape") is None and built and all(isinstance(b, Bijector) for b in built):
-            kwargs["shape"] = built[0].shape
+            kwargs["shape"] = cast(Bijector, built[0]).shape
         return super().__new__(cls, bijectors, **kwargs)
 
     def __init__(
         self,
-        bijectors: Sequence[Any] = (),
+        bijectors: Sequence[Bijector | Plan[Bijector]] = (),
         *,
         shape: torch.Size | tuple[int, ...] | None = None,
         context_shape: torch.Size | tuple[int, ...] | None = None,
     ) -> None:
         bijectors = list(bijectors)
         if shape is None:  # all built: ``Compose([b1, b2])``
-            shape = bijectors[0].shape
+            shape = cast(Bijector, bijectors[0]).shape
         layers = []
         current = torch.Size(shape)
         for plan in bijectors:
@@ -213,20 +214,20 @@ class Invert(Bijector):
         "minus the inner bijector's",
     )
 
-    def __new__(cls, bijector: Any = None, **kwargs: Any) -> Any:
+    def __new__(cls, bijector: Bijector | Plan[Bijector] | None = None, **kwargs: Any) -> Any:
         if kwargs.get("shape") is None and isinstance(bijector, Bijector):
             kwargs["shape"] = bijector.out_shape
         return super().__new__(cls, bijector, **kwargs)
 
     def __init__(
         self,
-        bijector: Any,
+        bijector: Bijector | Plan[Bijector],
         *,
         shape: torch.Size | tuple[int, ...] | None = None,
         context_shape: torch.Size | tuple[int, ...] | None = None,
     ) -> None:
         if shape is None:  # built: ``Invert(b)``
-            shape = bijector.out_shape
+            shape = cast(Bijector, bijector).out_shape
         shape = torch.Size(shape)
         inner: Bijector = build(bijector, shape=shape, context_shape=context_shape)
         if not isinstance(inner, Bijector):

@@ -15,6 +15,12 @@ instead of an instance::
 
 Calling the class *with* the shape argument builds the object directly. Nothing else is
 deferred and nothing happens at import time.
+
+For type checkers, ``Cls.plan(...)`` is the spelling that says what it returns: a
+``Plan[Cls]``, whose call returns a ``Cls``. It makes the same plan as ``Cls(...)``::
+
+    >>> bij.Exp.plan()
+    Plan(Exp)
 """
 
 from __future__ import annotations
@@ -23,18 +29,20 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 import torch
+from typing_extensions import Self
 
 from flowtorch.core.validation import as_size
 
 __all__ = ["Plan", "Lazy", "LazyModule"]
 
-T = TypeVar("T")
+#: What a plan builds. Covariant: a ``Plan[AffineAutoregressive]`` is a ``Plan[Bijector]``.
+T_co = TypeVar("T_co", covariant=True)
 
 # The build arguments that are shapes: an int ``n`` is taken for ``(n,)``, as torch takes sizes.
 _SHAPE_ARGS = ("shape", "context_shape")
 
 
-class Plan(Generic[T]):
+class Plan(Generic[T_co]):
     r"""A class with some of its arguments, waiting for the shape arguments that build it.
 
     A plan is the partial application of a constructor :math:`C` to its arguments :math:`a`;
@@ -45,6 +53,9 @@ class Plan(Generic[T]):
     Reference: ``functools.partial`` (Python documentation), which defers a call the same way;
     a plan differs in letting its own non-``None`` keyword arguments win over the build ones,
     and in its ``repr``.
+
+    Typing: ``Plan[C]`` is a plan that builds a ``C``; calling it returns a ``C``. Write
+    ``C.plan(...)`` (see :meth:`LazyModule.plan`) to get a ``Plan[C]`` that type checkers see.
 
     Args:
         cls: the class to build.
@@ -66,12 +77,16 @@ class Plan(Generic[T]):
 
     __slots__ = ("args", "cls", "kwargs")
 
-    def __init__(self, cls: type[T], *args: Any, **kwargs: Any) -> None:
+    cls: type[T_co]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def __init__(self, cls: type[T_co], *args: Any, **kwargs: Any) -> None:
         self.cls = cls
         self.args = args
         self.kwargs = kwargs
 
-    def __call__(self, **build_kwargs: Any) -> T:
+    def __call__(self, **build_kwargs: Any) -> T_co:
         """Builds the object, e.g. ``plan(shape=torch.Size([2]))``; a ``shape`` or
         ``context_shape`` may be an int ``n``, for ``(n,)``."""
         kwargs = dict(build_kwargs)
@@ -141,6 +156,11 @@ class LazyModule(torch.nn.Module):
 
     Pickling and ``copy.deepcopy`` pass the key back, so they rebuild instances, never plans.
 
+    Typing: a type checker reads ``cls(...)`` through the subclass's ``__init__``, which requires
+    the key, so it cannot see that ``cls(...)`` without the key is a plan. ``cls.plan(...)``
+    makes the same plan and is typed ``Plan[cls]``; the ``flowtorch.mypy_plugin`` plugin teaches mypy
+    the ``cls(...)`` spelling as well (see the lazy-plans page of the documentation).
+
     Reference: ``torch.nn.modules.lazy.LazyModuleMixin`` (PyTorch documentation), which defers
     the shapes of a module's parameters to its first call; here the shapes come in an explicit
     build call instead, before any data.
@@ -157,6 +177,8 @@ class LazyModule(torch.nn.Module):
         Plan(Scale, 2.0)
         >>> Scale(2.0)(size=3).weight.shape
         torch.Size([3])
+        >>> Scale.plan(2.0)  # the same plan, typed Plan[Scale]
+        Plan(Scale, 2.0)
     """
 
     _plan_key: str = "shape"
@@ -174,6 +196,31 @@ class LazyModule(torch.nn.Module):
         if kwargs.get(cls._plan_key) is None:
             return Plan(cls, *args, **kwargs)
         return super().__new__(cls)
+
+    @classmethod
+    def plan(cls, *args: Any, **kwargs: Any) -> Plan[Self]:
+        """A plan of this class with these arguments: the plan ``cls(*args, **kwargs)`` makes
+        without the key, typed ``Plan[cls]`` so that type checkers know what it builds.
+
+        Unlike ``cls(...)``, it returns a plan even when the key is given (calling that plan
+        with no arguments builds it).
+
+        Args:
+            *args: positional arguments passed to the class when the plan is built.
+            **kwargs: keyword arguments passed to the class when the plan is built.
+
+        Example:
+            >>> import torch
+            >>> import flowtorch.bijectors as bij
+            >>> import flowtorch.parameters as params
+            >>> plan = bij.AffineAutoregressive.plan(params.DenseAutoregressive.plan(hidden_dims=(8,)))
+            >>> plan
+            Plan(AffineAutoregressive, Plan(DenseAutoregressive, hidden_dims=(8,)))
+            >>> b = plan(shape=torch.Size([3]))  # an AffineAutoregressive, to mypy too
+            >>> b.forward(torch.zeros(2, 3)).shape
+            torch.Size([2, 3])
+        """
+        return Plan(cls, *args, **kwargs)
 
     def __getnewargs_ex__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (), {self._plan_key: getattr(self, self._plan_key)}

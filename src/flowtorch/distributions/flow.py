@@ -5,15 +5,17 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Generic, Union
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.distributions import constraint_registry as constraints_registry
+from typing_extensions import TypeVar
 
 from flowtorch.core.bijector import Bijector, build, unintercepted
 from flowtorch.core.compat import is_compiling
+from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes, broadcastable
 from flowtorch.core.validation import as_size, check_context
 
@@ -21,8 +23,12 @@ __all__ = ["Flow"]
 
 _Size = Union[torch.Size, list[int], tuple[int, ...]]
 
+#: The type of a flow's bijector: ``Flow(base, MAF())`` is a ``Flow[Compose]``; a bare ``Flow`` is
+#: a ``Flow[Bijector]``.
+B = TypeVar("B", bound=Bijector, default=Bijector, covariant=True)
 
-class Flow(nn.Module, Distribution):
+
+class Flow(nn.Module, Distribution, Generic[B]):
     r"""The distribution of :math:`y = f(z)`, :math:`z \sim p_0`.
 
     .. math:: \log p(y) = \log p_0(f^{-1}(y)) - \log|\det J_f(f^{-1}(y))|
@@ -48,6 +54,10 @@ class Flow(nn.Module, Distribution):
     Pyro's ``pyro.sample("z", flow)`` does with a distribution (together with ``log_prob`` and
     :meth:`score_parts`); register the parameters with ``pyro.module("name", flow)``.
 
+    Typing: ``Flow`` is generic in its bijector's class: ``Flow(base, bij.Exp.plan())`` is a
+    ``Flow[Exp]`` whose ``bijector`` a type checker knows as an ``Exp``; a bare ``Flow`` is a
+    ``Flow[Bijector]``.
+
     Devices and dtypes: ``.to(...)``, ``.double()``, ``.cuda()`` move the base distribution's
     tensors along with the parameters (the base is rebuilt from copies of its tensors, see
     :meth:`_apply`), so a flow moved to float64 or to a GPU is float64 or on the GPU end to end.
@@ -58,7 +68,7 @@ class Flow(nn.Module, Distribution):
         >>> import flowtorch.distributions as dist
         >>> normal = torch.distributions.Normal(torch.zeros(2), torch.ones(2))
         >>> base = torch.distributions.Independent(normal, 1)
-        >>> flow = dist.Flow(base, bij.AffineAutoregressive())
+        >>> flow = dist.Flow(base, bij.AffineAutoregressive.plan())
         >>> y, log_p = flow.rsample_and_log_prob((5,))
         >>> y.shape, log_p.shape
         (torch.Size([5, 2]), torch.Size([5]))
@@ -70,7 +80,7 @@ class Flow(nn.Module, Distribution):
     def __init__(
         self,
         base_dist: Distribution,
-        bijector: Any,
+        bijector: B | Plan[B],
         context_shape: torch.Size | tuple[int, ...] | None = None,
         validate_args: bool | None = None,
     ) -> None:
@@ -111,7 +121,8 @@ class Flow(nn.Module, Distribution):
                 f"Flow: the bijector acts on shape {tuple(built.shape)}, but the base distribution's "
                 f"event shape is {tuple(event_shape)}"
             )
-        self.bijector = built
+        #: the bijector, built for the base's event shape
+        self.bijector: B = built
         # A support that is all of R^n has no outside: log_prob then skips the support check.
         support = built.codomain
         while isinstance(support, constraints.independent):
@@ -145,7 +156,7 @@ class Flow(nn.Module, Distribution):
     def support(self) -> constraints.Constraint:  # type: ignore[override]
         return self.bijector.codomain
 
-    def condition(self, context: torch.Tensor) -> Flow:
+    def condition(self, context: torch.Tensor) -> Flow[B]:
         """A view of this flow with ``context`` bound; it shares the parameters.
 
         Its ``batch_shape`` includes the context's batch dims.
@@ -164,7 +175,7 @@ class Flow(nn.Module, Distribution):
         """The number of event dims, ``len(event_shape)`` (as Pyro's distributions report it)."""
         return len(self.event_shape)
 
-    def expand(self, batch_shape: _Size, _instance: Any = None) -> Flow:
+    def expand(self, batch_shape: _Size, _instance: Any = None) -> Flow[B]:
         """A view of this flow with its batch dims expanded to ``batch_shape``; it shares the
         parameters (the base distribution is expanded, as ``torch.distributions`` does).
 
