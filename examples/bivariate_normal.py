@@ -7,7 +7,7 @@ Run from the repository root::
 
 This is flowtorch 0.8's getting-started tutorial written for the current API. A flow is a base
 distribution (here a 2-D standard normal) pushed through a bijector; the bijector is given as a
-*plan*, ``bij.AffineAutoregressive(params.DenseAutoregressive(hidden_dims=(32,)))``, which
+*plan*, ``bij.AffineAutoregressive.plan(params.DenseAutoregressive.plan(hidden_dims=(32,)))``, which
 ``dist.Flow`` builds once it knows the event shape. One affine autoregressive layer,
 ``y_1 = mu_1 + sigma_1 z_1``, ``y_2 = mu_2(y_1) + sigma_2(y_1) z_2``, can represent any 2-D
 Gaussian, so maximum likelihood on samples of the target should recover its mean and covariance.
@@ -48,7 +48,7 @@ def make_target() -> torch.distributions.MultivariateNormal:
 
 def build_flow() -> dist.Flow:
     """One affine autoregressive layer with a single hidden layer of 32 units, on a standard normal."""
-    plan = bij.AffineAutoregressive(params.DenseAutoregressive(hidden_dims=(32,)))
+    plan = bij.AffineAutoregressive.plan(params.DenseAutoregressive.plan(hidden_dims=(32,)))
     return dist.Flow(standard_normal(2), plan)
 
 

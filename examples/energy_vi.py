@@ -41,6 +41,7 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
+from flowtorch import Plan
 from flowtorch.bijectors.planar import Planar
 from flowtorch.bijectors.residual import ResidualFlow
 from flowtorch.distributions.energy import EnergyDensity
@@ -49,20 +50,22 @@ LIM = 4.0  # the figure shows [-LIM, LIM]^2, as in the paper
 FLOWS = ("planar", "residual")
 
 
-def build_flow(kind: str, planar_layers: int = 32, residual_blocks: int = 10) -> dist.Flow:
+def build_flow(kind: str, planar_layers: int = 32, residual_blocks: int = 10) -> dist.Flow[bij.Compose]:
     """``planar_layers`` planar layers, or ``residual_blocks`` residual blocks, on a 2-D normal."""
     if kind == "planar":
         # free parameters drawn with standard deviation 0.5 rather than the library's near-zero
         # default: w^T x then spreads over tanh's range and every layer learns from the start
-        plans: list[object] = [Planar(params.Tensor(init_scale=0.5)) for _ in range(planar_layers)]
+        plans: list[Plan[bij.Bijector]] = [
+            Planar.plan(params.Tensor.plan(init_scale=0.5)) for _ in range(planar_layers)
+        ]
     elif kind == "residual":
         plans = [
-            ResidualFlow(hidden_dims=(64, 64), coefficient=0.97, estimator="exact")
+            ResidualFlow.plan(hidden_dims=(64, 64), coefficient=0.97, estimator="exact")
             for _ in range(residual_blocks)
         ]
     else:
         raise ValueError(f"unknown flow {kind!r}; use one of {FLOWS}")
-    return dist.Flow(standard_normal(2), bij.Compose(plans))
+    return dist.Flow(standard_normal(2), bij.Compose.plan(plans))
 
 
 def sample_and_score(flow: dist.Flow, n: int) -> tuple[torch.Tensor, torch.Tensor]:

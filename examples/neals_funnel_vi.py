@@ -35,6 +35,7 @@ import flowtorch
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
+from flowtorch import Plan
 
 # Plotting window: x horizontally, v vertically.
 XLIM = (-12.0, 12.0)
@@ -43,13 +44,13 @@ VLIM = (-9.0, 9.0)
 
 def build_flow(num_layers: int = 4, hidden_dims: Sequence[int] = (64, 64)) -> dist.Flow:
     """An IAF of ``num_layers`` affine layers on a 2-D standard normal, coordinates swapped between."""
-    plans: list[object] = []
+    plans: list[Plan[bij.Bijector]] = []
     for i in range(num_layers):
         if i > 0:
-            plans.append(bij.Permute(permutation=[1, 0]))
-        conditioner = params.DenseAutoregressive(hidden_dims=tuple(hidden_dims), permutation="identity")
-        plans.append(bij.Invert(bij.AffineAutoregressive(conditioner)))
-    return dist.Flow(standard_normal(2), bij.Compose(plans))
+            plans.append(bij.Permute.plan(permutation=[1, 0]))
+        conditioner = params.DenseAutoregressive.plan(hidden_dims=tuple(hidden_dims), permutation="identity")
+        plans.append(bij.Invert.plan(bij.AffineAutoregressive.plan(conditioner)))
+    return dist.Flow(standard_normal(2), bij.Compose.plan(plans))
 
 
 def sample_and_score(flow: dist.Flow, n: int) -> tuple[torch.Tensor, torch.Tensor]:

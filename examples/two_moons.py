@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
+from flowtorch import Plan
 
 # Plotting window, in data coordinates.
 XLIM = (-1.5, 2.5)
@@ -41,13 +42,13 @@ def build_flow(
     num_layers: int = 4, hidden_dims: Sequence[int] = (64, 64), count_bins: int = 8, bound: float = 4.0
 ) -> dist.Flow:
     """A MAF of ``num_layers`` spline layers on a 2-D standard normal, coordinates swapped between."""
-    plans: list[object] = []
+    plans: list[Plan[bij.Bijector]] = []
     for i in range(num_layers):
         if i > 0:
-            plans.append(bij.Permute(permutation=[1, 0]))
-        conditioner = params.DenseAutoregressive(hidden_dims=tuple(hidden_dims), permutation="identity")
-        plans.append(bij.SplineAutoregressive(conditioner, count_bins=count_bins, bound=bound))
-    return dist.Flow(standard_normal(2), bij.Compose(plans))
+            plans.append(bij.Permute.plan(permutation=[1, 0]))
+        conditioner = params.DenseAutoregressive.plan(hidden_dims=tuple(hidden_dims), permutation="identity")
+        plans.append(bij.SplineAutoregressive.plan(conditioner, count_bins=count_bins, bound=bound))
+    return dist.Flow(standard_normal(2), bij.Compose.plan(plans))
 
 
 @torch.no_grad()

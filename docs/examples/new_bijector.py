@@ -17,7 +17,6 @@ and a short training run.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ from torch.distributions import constraints
 import flowtorch
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.core.bijector import Bijector, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Params
 
 __all__ = ["SinhArcsinh"]
 
@@ -53,7 +52,7 @@ class SinhArcsinh(Bijector):
 
     Example:
         >>> import torch
-        >>> b = SinhArcsinh()(shape=torch.Size([2]))
+        >>> b = SinhArcsinh(shape=torch.Size([2]))  # built; SinhArcsinh.plan() is a plan
         >>> x = torch.randn(5, 2)
         >>> torch.allclose(b.inverse(b.forward(x)), x, atol=1e-5)
         True
@@ -67,7 +66,7 @@ class SinhArcsinh(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -82,7 +81,7 @@ class SinhArcsinh(Bijector):
         self._shift = math.log(math.expm1(1.0 - self.min_tailweight))
         # 2. Then the base class: it builds the conditioner plan for this event shape.
         super().__init__(
-            params.Tensor() if params_fn is None else params_fn,
+            params.Tensor.plan() if params_fn is None else params_fn,
             shape=shape,
             context_shape=context_shape,
         )
@@ -137,7 +136,7 @@ def demo(steps: int = 200, seed: int = 0) -> tuple[float, float]:
     torch.manual_seed(seed)
     data = torch.sinh(1.5 * torch.asinh(torch.randn(1024, 2)) + 0.5)  # skewed, heavy tails
     base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
-    flow = dist.Flow(base, SinhArcsinh())  # a plan: built for the base's event shape
+    flow = dist.Flow(base, SinhArcsinh.plan())  # a plan: built for the base's event shape
     opt = torch.optim.Adam(flow.parameters(), lr=5e-2)
     with torch.no_grad():
         before = -flow.log_prob(data).mean().item()

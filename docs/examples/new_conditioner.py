@@ -33,11 +33,13 @@ class LinearAutoregressive(Parameters):
 
     Example:
         >>> import torch
-        >>> cond = LinearAutoregressive()(param_shapes=[torch.Size([3])], input_shape=torch.Size([3]))
+        >>> cond = LinearAutoregressive.plan()(param_shapes=[torch.Size([3])], input_shape=torch.Size([3]))
         >>> (loc,) = cond(torch.randn(5, 3))
         >>> loc.shape
         torch.Size([5, 3])
     """
+
+    mask: torch.Tensor  # a buffer (register_buffer below); declared for type checkers
 
     def __init__(
         self,
@@ -97,7 +99,7 @@ def demo(steps: int = 150, seed: int = 0) -> tuple[float, float]:
     x0 = torch.randn(1024, 1)
     data = torch.cat([x0 + c, 0.8 * x0 + 0.3 * torch.randn(1024, 1)], dim=-1)
     base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
-    flow = dist.Flow(base, bij.AffineAutoregressive(LinearAutoregressive()), context_shape=(1,))
+    flow = dist.Flow(base, bij.AffineAutoregressive.plan(LinearAutoregressive.plan()), context_shape=(1,))
     opt = torch.optim.Adam(flow.parameters(), lr=5e-2)
     with torch.no_grad():
         before = -flow.log_prob(data, context=c).mean().item()
