@@ -88,9 +88,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    _install(session, DEFAULT_TORCH)
+    """mypy, strict, on the package and on the code users copy: the python blocks of the README
+    and of the documentation pages, the scripts in examples/ and docs/examples/ (see
+    docs/typecheck_snippets.py, which extracts the blocks)."""
+    _install(session, DEFAULT_TORCH, "examples")  # the examples' imports, for their types
     session.install("mypy>=1.8")
     session.run("mypy", "src")
+    session.run("python", "docs/typecheck_snippets.py")
 
 
 @nox.session(python="3.11")

@@ -325,3 +325,26 @@ def test_the_readmes_layout_matches_the_package() -> None:
     families = {p.stem for p in (package / "bijectors").glob("*.py") if not p.name.startswith("_")}
     missing = sorted(m for m in families - _BIJECTOR_SHIMS if f"`{m}`" not in row)
     assert not missing, f"the bijectors row of the README lacks the family modules {missing}"
+
+
+def test_typecheck_exceptions_are_few_and_say_why() -> None:
+    """docs/typecheck_snippets.py checks every block that runs, except the few marked
+    ``<!-- typecheck: skip -- reason -->``; each gives its reason (mypy itself runs in
+    ``nox -s typecheck`` and, on a snippet, in tests/test_typing.py)."""
+    snippets = _load(DOCS / "typecheck_snippets.py")
+    blocks = [b for page in snippets.pages() for b in page.blocks]
+    assert {p.relative_to(ROOT).as_posix() for p in {b.page for b in blocks}} >= {
+        "README.md",
+        "docs/concepts/lazy.md",
+        "docs/how-to/new-bijector.md",
+        "docs/migration/flowtorch-08.md",
+    }
+    exceptions = [b for b in blocks if "typecheck" in b.markers]
+    assert all(b.skip_reason.startswith("typecheck: skip -- ") for b in exceptions)
+    assert len(exceptions) <= 5, [b.where for b in exceptions]
+    checked = [b for b in blocks if b.skip_reason is None]
+    assert len(checked) > 40
+    # a marker without a reason is refused
+    bare = snippets.Block(blocks[0].page, 0, [], {"typecheck": "skip"})
+    with pytest.raises(ValueError, match="needs a reason"):
+        _ = bare.skip_reason
