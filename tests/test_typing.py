@@ -6,7 +6,9 @@ mypy runs in this process (``mypy.api``), on this checkout's ``src/``; skipped w
 
 from __future__ import annotations
 
+import gc
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -108,7 +110,14 @@ def _mypy(tmp_path: Path, lines: list[str], plugin: bool, run: int = 0) -> dict[
             """
         )
     )
-    out, err, _ = api.run(["--config-file", str(config), str(tmp_path / "snippet.py")])
+    # mypy tunes the process for itself (the garbage collector's thresholds, the recursion
+    # limit); put them back for the tests that run after this one
+    threshold, limit = gc.get_threshold(), sys.getrecursionlimit()
+    try:
+        out, err, _ = api.run(["--config-file", str(config), str(tmp_path / "snippet.py")])
+    finally:
+        gc.set_threshold(*threshold)
+        sys.setrecursionlimit(limit)
     messages: dict[int, list[str]] = {}
     for m in re.finditer(r"^(?P<file>[^:\n]+):(?P<line>\d+): (?P<msg>.*)$", out, re.M):
         msg = m["msg"]
