@@ -28,7 +28,7 @@ class Arcsinh(bij.Bijector):
     sign = 1  # increasing: torch's Transform.sign
 
     def __init__(self, params_fn: Any = None, *, shape: Any, context_shape: Any = None) -> None:
-        super().__init__(params_fn or params.Tensor(), shape=shape, context_shape=context_shape)
+        super().__init__(params_fn or params.Tensor.plan(), shape=shape, context_shape=context_shape)
 
     def param_shapes(self) -> tuple[torch.Size, ...]:
         return (self.shape, self.shape)  # mu and s, one each per element
@@ -46,7 +46,7 @@ if __name__ == "__main__":
     import flowtorch.distributions as dist
 
     base = torch.distributions.Independent(torch.distributions.StudentT(2.0, torch.zeros(2)), 1)
-    flow = dist.Flow(base, Arcsinh())
+    flow = dist.Flow(base, Arcsinh.plan())
     data = torch.randn(512, 2)
     optimizer = torch.optim.Adam(flow.parameters(), lr=0.05)
     for _ in range(200):
