@@ -341,7 +341,7 @@ def test_typecheck_exceptions_are_few_and_say_why() -> None:
     }
     exceptions = [b for b in blocks if "typecheck" in b.markers]
     assert all(b.skip_reason.startswith("typecheck: skip -- ") for b in exceptions)
-    assert len(exceptions) <= 5, [b.where for b in exceptions]
+    assert len(exceptions) <= 6, [b.where for b in exceptions]
     checked = [b for b in blocks if b.skip_reason is None]
     assert len(checked) > 40
     # a marker without a reason is refused
