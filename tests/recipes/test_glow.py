@@ -14,7 +14,7 @@ from flowtorch.bijectors.reshape import Squeeze, Unsqueeze
 from flowtorch.core.bijector import Bijector
 from flowtorch.core.combinators import FactorOut
 from flowtorch.parameters.base import Parameters
-from flowtorch.recipes_glow import Glow
+from flowtorch.recipes import Glow
 
 SHAPE = torch.Size([1, 8, 8])
 D = SHAPE.numel()
