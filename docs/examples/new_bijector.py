@@ -94,25 +94,14 @@ class SinhArcsinh(Bijector):
         skew, raw = p
         return skew, F.softplus(raw + self._shift) + self.min_tailweight
 
-    # 4. The maths, given parameters. ``x`` is ``sample + batch + shape``; each parameter is
-    #    ``batch' + shape`` with ``batch'`` broadcasting against ``sample + batch``.
-    def _forward(self, x: torch.Tensor, p: Params) -> torch.Tensor:
-        skew, tail = self._skew_tail(p)
-        return torch.sinh(tail * torch.asinh(x) - skew)
-
-    def _inverse(self, y: torch.Tensor, p: Params) -> torch.Tensor:
-        skew, tail = self._skew_tail(p)
-        return torch.sinh((torch.asinh(y) + skew) / tail)
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor:
-        # elementwise: the base class sums over the event dims and broadcasts to the batch
-        skew, tail = self._skew_tail(p)
-        return tail.log() + _log_cosh(tail * torch.asinh(x) - skew) - 0.5 * torch.log1p(x * x)
-
-    # 5. Optional: output and log|det J| in one pass. Both compute log|det J| from the call's
-    #    *input* (x for forward, y for inverse) and the parameters, never from the output they
-    #    return: BijectiveMode stores this value on the output, and a value whose graph held the
-    #    output would keep it alive.
+    # 4. The maths, given parameters: one method a direction, each returning the output and the
+    #    *forward* log|det J|, elementwise (the base class sums over the event dims and
+    #    broadcasts to the batch). ``x`` is ``sample + batch + shape``; each parameter is
+    #    ``batch' + shape`` with ``batch'`` broadcasting against ``sample + batch``. Both compute
+    #    log|det J| from the call's *input* (x for forward, y for inverse) and the parameters,
+    #    never from the output they return: BijectiveMode stores this value on the output, and a
+    #    value whose graph held the output would keep it alive. The base class derives
+    #    ``_forward``, ``_inverse`` and ``_log_abs_det_jacobian`` from these two.
     def _forward_and_ladj(self, x: torch.Tensor, p: Params) -> tuple[torch.Tensor, torch.Tensor]:
         skew, tail = self._skew_tail(p)
         a = tail * torch.asinh(x) - skew
