@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(
                         ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(Path(tmp) / tag)]
                     )
-    print(
-        f"old = {args.old}, new = {args.new or 'working tree'}, {args.rounds} rounds, medians of 30 calls each"
-    )
+    print(f"old = {args.old}, new = {args.new or 'working tree'}, {args.rounds} rounds, medians of 30 calls")
     print(f"{'workload':40s} {'old ms':>8s} {'new ms':>8s} {'new/old':>8s}   per round")
     for key in runs["old"][0]:
         ratios = [n[key] / o[key] for o, n in zip(runs["old"], runs["new"])]
