@@ -105,10 +105,9 @@ def _z_score_statistics(batch: torch.Tensor, how: ZScore | None) -> tuple[torch.
     if rows.shape[0] < 2:
         raise ValueError(f"z-scoring needs at least two finite rows in the batch, got {rows.shape[0]}")
     if how == "independent":
-        mean, std = rows.mean(dim=0), rows.std(dim=0)
+        mean, std = rows.mean(dim=0), rows.std(dim=0).clamp(min=MIN_STD)
     else:  # one mean over all entries, and the mean over rows of each row's spread
-        mean, std = rows.mean(), rows.std(dim=1).mean()
-    std = std.clamp(min=MIN_STD)
+        mean, std = rows.mean(), rows.std(dim=1).clamp(min=MIN_STD).mean()
     return mean.expand(rows.shape[1]).reshape(event).clone(), std.expand(rows.shape[1]).reshape(event).clone()
 
 
