@@ -95,15 +95,41 @@ def _done() -> set[tuple[Any, ...]]:
     return {_key(json.loads(line)) for line in LOG.read_text().splitlines() if line.strip()}
 
 
+def _claim(path: Path) -> bool:
+    """Claims a run for this process (several processes can share a sweep); a claim whose
+    process has ended is taken over."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        text = path.read_text()
+        if not text:
+            return False  # being written by the process that claims it
+        try:
+            os.kill(int(text), 0)
+            return False  # its process is alive
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            return _claim(path)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
 def _sims_path(task: str, budget: int, observation: int, seed: int) -> Path:
     return SIMS / f"{task}_{budget}_obs{observation}_seed{seed}.pt"
 
 
-class _RecordingSimulator:
-    """Calls sbibm's simulator and keeps what it was called with and returned."""
+class _SimulationsDrawn(Exception):
+    """Raised by a recording simulator told to stop once the budget is drawn."""
 
-    def __init__(self, simulator: Any) -> None:
+
+class _RecordingSimulator:
+    """Calls sbibm's simulator and keeps what it was called with and returned; with ``stop_at``,
+    raises :class:`_SimulationsDrawn` once that many simulations are recorded."""
+
+    def __init__(self, simulator: Any, stop_at: int | None = None) -> None:
         self.simulator = simulator
+        self.stop_at = stop_at
         self.theta: list[torch.Tensor] = []
         self.x: list[torch.Tensor] = []
         self.seconds = 0.0
@@ -114,6 +140,8 @@ class _RecordingSimulator:
         self.seconds += time.perf_counter() - start
         self.theta.append(parameters.detach().reshape(-1, parameters.shape[-1]).clone())
         self.x.append(x.detach().clone())
+        if self.stop_at is not None and sum(len(t) for t in self.theta) >= self.stop_at:
+            raise _SimulationsDrawn
         return x
 
     @property
@@ -124,12 +152,13 @@ class _RecordingSimulator:
 class _RecordingTask:
     """An sbibm task whose simulator records its calls; everything else is the task's own."""
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, stop_at: int | None = None) -> None:
         self._task = task
+        self._stop_at = stop_at
         self.recorder: _RecordingSimulator | None = None
 
     def get_simulator(self, *args: Any, **kwargs: Any) -> _RecordingSimulator:
-        self.recorder = _RecordingSimulator(self._task.get_simulator(*args, **kwargs))
+        self.recorder = _RecordingSimulator(self._task.get_simulator(*args, **kwargs), self._stop_at)
         return self.recorder
 
     def __getattr__(self, name: str) -> Any:
@@ -161,6 +190,47 @@ def run_sbibm_npe(task: Any, budget: int, observation: int) -> dict[str, Any]:
         "sim_s": recorder.seconds,
         "config": SBIBM_NPE,
     }
+
+
+def draw_simulations(task: Any, budget: int, observation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The simulations sbibm's NPE runner draws (same seed, same calls), without its training:
+    the runner is stopped once its simulator has been called for the whole budget. Lets the
+    flowtorch side start before sbibm's runner has finished training."""
+    from sbibm.algorithms import snpe
+
+    recording = _RecordingTask(task, stop_at=budget)
+    with contextlib.suppress(_SimulationsDrawn):
+        snpe(
+            task=recording,
+            num_samples=NUM_SAMPLES,
+            num_simulations=budget,
+            num_observation=observation,
+            **SBIBM_NPE,
+        )
+    recorder = recording.recorder
+    assert recorder is not None
+    return torch.cat(recorder.theta), torch.cat(recorder.x)
+
+
+def simulate(tasks: Sequence[str], budgets: Sequence[int], observations: Sequence[int], seed: int) -> None:
+    """Saves :func:`draw_simulations` for each run not yet simulated; where sbibm's runner has saved
+    its own, checks that they are the same."""
+    SIMS.mkdir(parents=True, exist_ok=True)
+    for budget in budgets:
+        for name in tasks:
+            for observation in observations:
+                import sbibm
+
+                torch.manual_seed(seed)
+                theta, x = draw_simulations(sbibm.get_task(name), budget, observation)
+                path = _sims_path(name, budget, observation, seed)
+                if path.exists():
+                    saved = torch.load(path)
+                    same = torch.equal(saved[0], theta) and torch.equal(saved[1], x)
+                    print(f"{path.name}: already there; the same simulations: {same}", flush=True)
+                else:
+                    torch.save((theta, x), path)
+                    print(f"{path.name}: saved", flush=True)
 
 
 def run_flowtorch(task: Any, budget: int, observation: int, method: str, sims: Path) -> dict[str, Any]:
@@ -210,7 +280,6 @@ def run(
 
     RESULTS.mkdir(exist_ok=True)
     SIMS.mkdir(exist_ok=True)
-    done = _done()
     for budget in budgets:  # the small budgets of every task first
         for name in tasks:
             for observation in observations:
@@ -222,13 +291,17 @@ def run(
                         "seed": seed,
                         "method": method,
                     }
-                    if _key(record) in done:
+                    if _key(record) in _done():  # read again: other processes may share the sweep
                         continue
-                    task = sbibm.get_task(name)
                     sims = _sims_path(name, budget, observation, seed)
                     if method != "sbibm-npe" and not sims.exists():
                         print(f"skipped {name} {budget} {method}: no simulations yet (run sbibm-npe first)")
                         continue
+                    claim = sims.with_name(f"{sims.stem}_{method}.claim")
+                    if not _claim(claim):
+                        print(f"skipped {name} {budget} {method}: another process runs it")
+                        continue
+                    task = sbibm.get_task(name)
                     torch.manual_seed(seed)
                     if method == "sbibm-npe":
                         out = run_sbibm_npe(task, budget, observation)
@@ -252,6 +325,7 @@ def run(
                     )
                     with LOG.open("a") as f:
                         f.write(json.dumps(record) + "\n")
+                    claim.unlink()
                     print(
                         f"{name:17s} {budget:>7d} obs {observation} {method:14s} "
                         f"C2ST {score:.3f}  fit {record['fit_s']:.1f} s",
@@ -337,11 +411,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=C2ST_SAMPLES,
         help="posterior and reference samples that C2ST compares (default: the paper's 10,000)",
     )
+    p_sim = sub.add_parser(
+        "simulate", help="draw and save the simulations sbibm's runner draws, without its training"
+    )
+    p_sim.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p_sim.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
+    p_sim.add_argument("--observations", nargs="+", type=int, default=[1])
+    p_sim.add_argument("--seed", type=int, default=0)
     p_table = sub.add_parser("table", help="print the Markdown table from results/sbibm_npe.jsonl")
     p_table.add_argument("--observations", nargs="+", type=int, default=None)
     args = parser.parse_args(argv)
     if args.command == "table":
         print(table(args.observations))
+        return 0
+    if args.command == "simulate":
+        simulate(args.tasks, args.budgets, args.observations, args.seed)
         return 0
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # sklearn's C2ST classifier
