@@ -12,6 +12,11 @@ targets sbi 0.27. So the two sides run in two environments, one after the other:
    without its dependencies): sbi's ``NPE`` with ``flowtorch.interop.sbi.posterior_nn``, trained
    on the simulations saved in step 1, then sampled.
 
+``simulate`` (in the reference environment) draws the simulations of step 1 without the
+training: it stops sbibm's runner once its simulator has drawn the budget, so step 2 can start
+early (the runner, seeded alike, then records the same simulations). Several processes can share
+a sweep: each claims a run with a file in ``results/sbibm_sims/`` before starting it.
+
 Each run draws 10,000 posterior samples for the observation and scores them with sbibm's
 ``c2st`` against the task's reference posterior samples (shipped inside the sbibm package). One
 JSON line per run goes to ``results/sbibm_npe.jsonl``: the C2ST, the wall time of training and

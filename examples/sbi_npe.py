@@ -14,10 +14,11 @@ with ``theta`` and ``x`` z-scored as ``sbi`` does) with its own training loop, t
 ``build_posterior`` gives a ``DirectPosterior`` that samples and scores it.
 
 A full run on 2026-12-07 (seed 0, 1 thread) stopped after 50 epochs with a mean KL of 0.062 nats
-(the smoke run: 0.24 nats). For a few observations the script prints the forward KL divergence ``KL(p(. | x_o) || q(. | x_o))``
-(estimated with samples of the true posterior, zero for a perfect fit) and ``main`` returns its
-mean in nats. The figure, ``examples/out/sbi_npe.png`` (``--out``), shows the flow's posterior
-samples with the true posterior's contours, one panel per observation.
+(the smoke run: 0.24 nats). For a few observations the script prints the forward KL divergence
+``KL(p(. | x_o) || q(. | x_o))`` (estimated with samples of the true posterior, zero for a
+perfect fit) and ``main`` returns its mean in nats. The figure, ``examples/out/sbi_npe.png``
+(``--out``), shows the flow's posterior samples with the true posterior's contours, one panel per
+observation.
 """
 
 from __future__ import annotations
