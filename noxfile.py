@@ -1,4 +1,5 @@
-"""Sessions: tests (per torch version), coverage, lint, typecheck, examples, docs, benchmarks."""
+"""Sessions: tests (per torch version), coverage, lint, typecheck, examples, docs, benchmarks, sbi
+(the adapter's tests with the ``sbi`` package) and sbibm (NPE on sbibm's tasks, not in CI)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
 
 
-def _install(session: nox.Session, torch_version: str, *extras: str) -> None:
+def _install(session: nox.Session, torch_version: str, *extras: str, pins: tuple[str, ...] = ()) -> None:
+    """Installs torch ``torch_version``, the package with ``extras`` and the ``pins`` in one resolve,
+    then checks that torch is still that version."""
     target = f".[{','.join(extras)}]" if extras else "."
-    pins = [f"torch=={torch_version}"]
+    pins = (f"torch=={torch_version}", *pins)
     if _release(torch_version) < (2, 3):
-        pins.append("numpy<2")  # torch before 2.3 was built against numpy 1 and cannot use numpy 2
+        pins += ("numpy<2",)  # torch before 2.3 was built against numpy 1 and cannot use numpy 2
     # one resolve, so that no dependency can move torch off the pinned version
     session.install(*pins, "-e", target)
     session.run(
@@ -113,6 +116,62 @@ def examples(session: nox.Session) -> None:
     for script in scripts:
         session.run("python", f"examples/{script}", "--smoke", "--no-progress")
     session.run("python", "examples/ddp_train.py", "--smoke")
+
+
+# The sbi release the adapter (flowtorch.interop.sbi) is tested against.
+SBI_VERSION = "0.27.0"
+
+
+@nox.session(python="3.11")
+def sbi(session: nox.Session) -> None:
+    """The adapter to the ``sbi`` package: its tests, its doctests and the NPE example (smoke mode),
+    with ``sbi`` installed. sbi is pinned with torch in one resolve, so that it cannot pull another
+    torch (an unpinned upgrade would download a CUDA build of several GB)."""
+    _install(session, DEFAULT_TORCH, "test", "examples", pins=(f"sbi=={SBI_VERSION}",))
+    session.run(
+        "pytest", "-q", "tests/interop/test_interop_sbi.py", "src/flowtorch/interop/sbi.py", *session.posargs
+    )
+    session.run("python", "examples/sbi_npe.py", "--smoke", "--no-progress")
+
+
+# sbibm 1.1.0 (the benchmark of Lueckmann et al., 2021) pins sbi>=0.20,<0.22; 0.21.0 is the newest
+# release it allows and runs on torch 2.13.0. It is installed without its dependencies, which bring
+# runtimes for other tasks and algorithms (Julia through diffeqtorch, elfi, pyabc, pyabcranger);
+# what its tasks and C2ST import is listed here.
+SBIBM = ("sbibm==1.1.0",)
+SBIBM_NEEDS = ("pyro-ppl", "pandas", "scikit-learn", "autograd", "future", "joblib", "tqdm", "matplotlib")
+
+
+@nox.session(python="3.11")
+@nox.parametrize("side", ["reference", "flowtorch"])
+def sbibm(session: nox.Session, side: str) -> None:
+    """NPE on sbibm's tasks (``benchmarks/sbibm_npe.py``, not part of CI): ``reference`` runs sbibm's
+    own NPE runner with sbi 0.21.0 and saves its simulations, ``flowtorch`` then trains flowtorch's
+    NSF and MAF through sbi 0.27.0 on the same simulations. ``nox -s sbibm`` runs both, in that
+    order; options after ``--`` go to the script's ``run`` (e.g. ``-- --budgets 1000 10000``)."""
+    if side == "reference":
+        session.install(f"torch=={DEFAULT_TORCH}", "sbi==0.21.0", *SBIBM_NEEDS)
+        methods = ["sbibm-npe"]
+    else:
+        _install(session, DEFAULT_TORCH, pins=(f"sbi=={SBI_VERSION}", *SBIBM_NEEDS))
+        methods = ["flowtorch-nsf", "flowtorch-maf"]
+    session.install("--no-deps", *SBIBM)
+    session.run(
+        "python",
+        "-c",
+        "import sys, torch; v = torch.__version__.split('+')[0]; "
+        f"sys.exit(None if v == {DEFAULT_TORCH!r} else f'torch {{v}} installed, not {DEFAULT_TORCH}')",
+        silent=True,
+    )
+    session.run(
+        "python",
+        "benchmarks/sbibm_npe.py",
+        "run",
+        "--methods",
+        *methods,
+        *session.posargs,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
 
 
 @nox.session(python="3.11")
