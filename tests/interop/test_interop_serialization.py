@@ -1,6 +1,6 @@
 """Serialisation, dtypes and devices of whole flows, over every bijector case of the generic suite
 (``tests.conftest.CASES``: every bijector class in ``flowtorch.bijectors`` plus each family's
-``cases_*.py``) and every recipe in ``flowtorch.recipes``.
+``cases_*.py``) and every recipe on vectors in ``flowtorch.recipes``.
 
 * ``state_dict`` into a freshly built flow, and ``torch.save``/``torch.load`` of the whole flow,
   give the same samples, log-densities and (where an inverse exists) ``log_prob``;
@@ -34,8 +34,8 @@ from torch.distributions import (
 
 import flowtorch.bijectors as bij
 import flowtorch.distributions as dist
-import flowtorch.recipes as recipes
 from flowtorch.core.bijector import Bijector
+from flowtorch.recipes import flows
 from tests._device import device  # noqa: F401  (fixture; conftest may also load the plugin)
 from tests.conftest import CASES, CONTEXT_SHAPE, Case
 
@@ -163,8 +163,8 @@ def test_to_device_moves_everything(case: Case, device: torch.device) -> None:  
 
 def _recipe_plans() -> list[tuple[str, Any]]:
     out = []
-    for name in recipes.__all__:
-        fn = getattr(recipes, name)
+    for name in flows.__all__:  # the recipes on vectors (Glow, on images, has tests/recipes/test_glow.py)
+        fn = getattr(flows, name)
         accepted = inspect.signature(fn).parameters
         small = {"layers": 2, "hidden_dims": (8,), "bins": 4}
         kwargs = {k: v for k, v in small.items() if k in accepted}
