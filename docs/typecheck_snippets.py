@@ -42,10 +42,10 @@ DOCS = ROOT / "docs"
 PAGE_GLOBS = ("README.md", "docs/*.md", "docs/how-to/*.md", "docs/concepts/*.md", "docs/migration/*.md")
 #: scripts checked as they are
 SCRIPT_GLOBS = ("examples/*.py", "docs/examples/*.py")
-#: packages without type information that the checked code imports
-UNTYPED = ("sklearn.*", "tqdm.*", "zuko.*")
+#: packages without type information that the checked code imports (sbi: or not installed, outside nox -s sbi)
+UNTYPED = ("sbi.*", "sklearn.*", "tqdm.*", "zuko.*")
 #: packages whose untyped functions the checked code may call: torch has many (``Tensor.backward``)
-UNTYPED_CALLS = ("torch", "pyro")
+UNTYPED_CALLS = ("torch", "pyro", "sbi")
 
 # the same fence and snippet syntax as tests/test_docs.py reads
 _FENCE = re.compile(

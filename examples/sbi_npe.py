@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from _common import OUT_DIR, add_common_args, num_threads, pick, save_figure
@@ -58,7 +59,7 @@ def true_posterior(x_o: torch.Tensor) -> torch.distributions.MultivariateNormal:
     return torch.distributions.MultivariateNormal(cov @ A.T @ x_o / NOISE**2, covariance_matrix=cov)
 
 
-def plot(posterior, observations: torch.Tensor, num_samples: int, path: Path) -> Path:
+def plot(posterior: Any, observations: torch.Tensor, num_samples: int, path: Path) -> Path:
     """One panel per observation: the flow's posterior samples and the true posterior's contours."""
     fig = Figure(figsize=(4.0 * len(observations), 4.2), layout="constrained")
     axes = fig.subplots(1, len(observations))
