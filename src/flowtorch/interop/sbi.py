@@ -490,21 +490,17 @@ def posterior_nn(
         (torch.Size([2]), torch.Size([5]))
     """
 
-    def build_fn(batch_theta: torch.Tensor, batch_x: torch.Tensor) -> FlowDensityEstimator:
-        return build_estimator(
-            batch_theta,
-            batch_x,
-            model=model,
-            z_score_input=z_score_theta,
-            z_score_condition=z_score_x,
-            hidden_features=hidden_features,
-            num_transforms=num_transforms,
-            num_bins=num_bins,
-            tail_bound=tail_bound,
-            embedding_net=embedding_net,
-        )
-
-    return build_fn
+    return _builder(
+        False,
+        model=model,
+        z_score_input=z_score_theta,
+        z_score_condition=z_score_x,
+        hidden_features=hidden_features,
+        num_transforms=num_transforms,
+        num_bins=num_bins,
+        tail_bound=tail_bound,
+        embedding_net=embedding_net,
+    )
 
 
 def likelihood_nn(
@@ -544,18 +540,26 @@ def likelihood_nn(
         (torch.Size([5]), torch.Size([2]))
     """
 
+    return _builder(
+        True,
+        model=model,
+        z_score_input=z_score_x,
+        z_score_condition=z_score_theta,
+        hidden_features=hidden_features,
+        num_transforms=num_transforms,
+        num_bins=num_bins,
+        tail_bound=tail_bound,
+        embedding_net=embedding_net,
+    )
+
+
+def _builder(swap: bool, **options: Any) -> Builder:
+    """sbi's ``build_fn(batch_theta, batch_x)``: the estimator of theta given x, or with ``swap``
+    of x given theta (NLE)."""
+
     def build_fn(batch_theta: torch.Tensor, batch_x: torch.Tensor) -> FlowDensityEstimator:
-        return build_estimator(
-            batch_x,
-            batch_theta,
-            model=model,
-            z_score_input=z_score_x,
-            z_score_condition=z_score_theta,
-            hidden_features=hidden_features,
-            num_transforms=num_transforms,
-            num_bins=num_bins,
-            tail_bound=tail_bound,
-            embedding_net=embedding_net,
-        )
+        if swap:
+            return build_estimator(batch_x, batch_theta, **options)
+        return build_estimator(batch_theta, batch_x, **options)
 
     return build_fn
