@@ -696,7 +696,9 @@ def test_the_fuzzer_catches_an_injected_fault(fault: str, monkeypatch: pytest.Mo
     owner, name, replacement = FAULTS[fault]
     monkeypatch.setattr(owner, name, replacement)
     caught = []
-    for case in FAULT_CASES:
+    # a fault in Compose can show only on a composed case
+    cases = [c for c in FAULT_CASES if c.name.startswith("Compose")] if owner is bij.Compose else FAULT_CASES
+    for case in cases:
         for k in range(12):
             try:
                 differential(case, 7_000 + k, n=40)
