@@ -109,7 +109,8 @@ class _LU(Bijector):
             with torch.no_grad():
                 self.lower.uniform_(-bound, bound)
                 self.upper.uniform_(-bound, bound)
-        self._inverse_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
+        #: (the tensors W depends on, copies of their values, W^-1), see _cached_inverse_weight
+        self._inverse_cache: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor] | None = None
 
     def _unconstrain(self, d: float) -> float:
         """The raw diagonal parameter that gives diagonal entry ``d``."""
@@ -162,19 +163,15 @@ class _LU(Bijector):
         return self._solve(eye, 0)
 
     # ------------------------------------------------------------------ eval-mode cache
-    def _cache_key(self) -> tuple[Any, ...]:
-        return tuple(
-            (id(t), t._version, t.data_ptr(), t.dtype, t.device)
-            for t in (self.lower, self.upper, self.unconstrained_diag, self.inv_permutation)
-        )
-
     def _cached_inverse_weight(self) -> torch.Tensor | None:
         """:math:`W^{-1}` from the eval-mode cache, or ``None`` when it must not be used.
 
         The cache is used only in eval mode and when no gradient is needed with respect to the
-        parameters (a cached tensor cannot carry a fresh autograd graph). It is keyed on the
-        identity, version counter, storage, dtype and device of every tensor :math:`W` depends
-        on, and dropped by every ``train()``/``eval()`` call and by ``.to()``.
+        parameters (a cached tensor cannot carry a fresh autograd graph). It is served only if
+        every tensor :math:`W` depends on is the same object, of the same dtype and device, and
+        holds the same values as when :math:`W^{-1}` was computed (compared with a copy, so that
+        writes no version counter records, through ``p.data`` or by a fused optimizer step, are
+        seen too); it is dropped by every ``train()``/``eval()`` call and by ``.to()``.
         """
         if self.training:
             return None
@@ -182,20 +179,22 @@ class _LU(Bijector):
             p.requires_grad for p in (self.lower, self.upper, self.unconstrained_diag)
         ):
             return None
-        key = self._cache_key()
+        tensors = (self.lower, self.upper, self.unconstrained_diag, self.inv_permutation)
         cache = self._inverse_cache
-        if cache is None or cache[0] != key:
-            with torch.no_grad():
-                cache = (key, self.inverse_weight())
-            self._inverse_cache = cache
-        return cache[1]
+        if cache is not None:
+            objects, copies, inverse = cache
+            if all(
+                t is o and t.dtype == c.dtype and t.device == c.device and torch.equal(t, c)
+                for t, o, c in zip(tensors, objects, copies)
+            ):
+                return inverse
+        with torch.no_grad():
+            copies = tuple(t.detach().clone() for t in tensors)
+            self._inverse_cache = (tensors, copies, self.inverse_weight())
+        return self._inverse_cache[2]
 
     def clear_cache(self) -> None:
-        """Drops the cached :math:`W^{-1}`.
-
-        Needed only after a write that no version counter records while the module stays in
-        eval mode: through ``p.data``, or by a fused optimizer step (``fused=True``).
-        """
+        """Drops the cached :math:`W^{-1}` (to free its memory; it is never served stale)."""
         self._inverse_cache = None
 
     def train(self, mode: bool = True) -> Self:
