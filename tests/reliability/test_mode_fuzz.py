@@ -57,7 +57,12 @@ TOL = dict(atol=1e-5, rtol=1e-5, equal_nan=True)
 #: ODE): the recomputation without the mode carries the solver's error, in values and more so in
 #: the implicit gradients (d f^-1(f(x)) / d theta is zero only up to it). The writes the programs
 #: make change values by 10%, so a stale hit stays far outside this.
-TOL_NUMERICAL = dict(atol=1e-3, rtol=1e-2, equal_nan=True)
+#: The solver's error in a gradient scales with the whole gradient, not with each element: an
+#: element that is near zero in one run may be a solver error off in the other. So for these
+#: cases ``rtol`` applies to the largest magnitude of the reference result (see ``_close``),
+#: and ``atol`` is the noise seen in gradients that are zero in exact arithmetic (a hit's
+#: ``d x / d theta`` of a round trip through a root solve, up to 1.3e-3 in long programs).
+TOL_NUMERICAL = dict(atol=5e-3, rtol=1e-2, equal_nan=True, scaled=True)
 
 WRITES = (
     "mul_",
@@ -334,6 +339,18 @@ class Run:
         (self.ys if forward else self.xs).append(new)
         self.records.append((t, new, c) if forward else (new, t, c))
 
+    def _written_silently(self, *ts: torch.Tensor) -> None:
+        """After a write that left the tensors' version counters where they were (through
+        ``.data``, numpy, DLPack, a fused optimizer): a graph that saved one of them before the
+        write differentiates silently with the new values, so torch's own result is undefined
+        there. The reference run moves the counters, so that torch refuses such a backward and
+        the comparison skips it; the run inside the mode keeps the silent write, which the mode
+        must see by itself."""
+        if self.mode is None:
+            with torch.no_grad():
+                for t in ts:
+                    t.add_(0.0)
+
     def _write(self, item: Item, how: int) -> None:
         """A shrinking write (stays in every domain the suite uses), by one of several means."""
         t = item.t
@@ -358,6 +375,8 @@ class Run:
             else:  # DLPack: a foreign alias the mode cannot see, announced as the contract asks
                 torch.from_dlpack(torch.utils.dlpack.to_dlpack(t.detach())).mul_(0.9)
                 flowtorch.BijectiveMode.invalidate()
+        if mech in ("data_mul", "data_hardtanh", "data_relu_module", "numpy", "dlpack"):
+            self._written_silently(t)
 
     def _param_op(self, step: Step) -> None:
         ps = self._params()
@@ -402,6 +421,8 @@ class Run:
                 self.b.requires_grad_(step.flag)
             else:
                 self._step(op, [q for _, _, q in ps])
+            if op in ("data_set", "data_alias", "data_functional", "foreign"):
+                self._written_silently(p)
 
     def _step(self, op: str, ps: list[torch.Tensor]) -> None:
         ps = [q for q in ps if q.requires_grad]
@@ -422,6 +443,8 @@ class Run:
             opt.step()
         for q in ps:
             q.grad = None
+        if fused:
+            self._written_silently(*ps)
 
     def _episode(self, s: Step) -> None:
         """A call on a leaf, one change to something the call depends on, then the opposite call
@@ -617,6 +640,24 @@ def differential(case: Case, seed: int, n: int = STEPS) -> None:
         _same(u, v, f"{where}: result {k // 2}, {'gradient' if k % 2 else 'value'}", tolerance(case))
 
 
+def _largest(*ts: torch.Tensor) -> float:
+    finite = [t[torch.isfinite(t)].abs() for t in ts]
+    return max((f.max().item() for f in finite if f.numel()), default=0.0)
+
+
+def _close(
+    v: torch.Tensor, u: torch.Tensor, tol: dict[str, Any], what: str, scale: float | None = None
+) -> None:
+    """``v`` is close to the reference ``u``: elementwise, or with ``scaled`` in ``tol`` within
+    ``atol + rtol * scale`` everywhere, ``scale`` being the largest magnitude of the reference
+    result (all of a gradient's tensors)."""
+    tol = dict(tol)
+    if tol.pop("scaled", False):
+        scale = _largest(u) if scale is None else scale
+        tol = dict(tol, atol=tol["atol"] + tol["rtol"] * scale, rtol=0.0)
+    torch.testing.assert_close(v, u, **tol, msg=lambda m: f"{what}: {m}")
+
+
 def _same(u: Any, v: Any, what: str, tol: dict[str, Any]) -> None:
     """``v`` (inside the mode) agrees with ``u`` (without it)."""
     if isinstance(u, GradError):  # the reference could not differentiate: nothing to compare
@@ -631,11 +672,12 @@ def _same(u: Any, v: Any, what: str, tol: dict[str, Any]) -> None:
         u = {key: torch.zeros_like(g) for key, g in v.items()}
     if isinstance(u, dict) and isinstance(v, dict):
         assert u.keys() == v.keys(), f"{what}: with respect to {sorted(v)}, not {sorted(u)}"
+        scale = _largest(*u.values())
         for key in u:
-            torch.testing.assert_close(v[key], u[key], **tol, msg=lambda m, key=key: f"{what} ({key}): {m}")
+            _close(v[key], u[key], tol, f"{what} ({key})", scale)
     elif isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor):
         assert u.shape == v.shape, f"{what}: shape {tuple(v.shape)}, not {tuple(u.shape)}"
-        torch.testing.assert_close(v, u, **tol, msg=lambda m: f"{what}: {m}")
+        _close(v, u, tol, what)
     else:
         assert type(u) is type(v) and u == v, f"{what}: {v!r} instead of {u!r}"
 
