@@ -26,6 +26,11 @@ __all__ = ["Householder", "LULinear"]
 Permutation = Union[torch.Tensor, Sequence[int], Literal["identity"], None]
 
 
+#: What the eval-mode cache of ``_LU`` holds: the tensors W depends on, copies of their values,
+#: and W^-1.
+_InverseCache = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]
+
+
 def _no_conditioner(name: str, params_fn: Any) -> None:
     if params_fn is not None:
         raise TypeError(
@@ -110,7 +115,7 @@ class _LU(Bijector):
                 self.lower.uniform_(-bound, bound)
                 self.upper.uniform_(-bound, bound)
         #: (the tensors W depends on, copies of their values, W^-1), see _cached_inverse_weight
-        self._inverse_cache: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor] | None = None
+        self._inverse_cache: _InverseCache | None = None
 
     def _unconstrain(self, d: float) -> float:
         """The raw diagonal parameter that gives diagonal entry ``d``."""
