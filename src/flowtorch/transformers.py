@@ -21,6 +21,7 @@ a *conditioner*).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -31,6 +32,7 @@ from flowtorch.ops import (
     rational_quadratic_spline,
 )
 from flowtorch.ops.clamp import soft_clamp
+from flowtorch.ops.spline import _rq_spline
 
 __all__ = ["AffineTransformer", "CircularSplineTransformer", "SplineTransformer", "Transformer"]
 
@@ -66,6 +68,23 @@ class Transformer:
     def log_derivative(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         r""":math:`\log g_\theta'(x)` alone (by default from :meth:`forward`)."""
         return self.forward(x, params)[1]
+
+    def forward_deferred(
+        self, x: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        r""":math:`g_\theta(x)` and a function that gives :math:`\log g_\theta'(x)` later, from
+        what the pass computed (``BijectiveMode(requires_ladj=False)``). By default the pass
+        computes both at once; override where the log-derivative has a cost of its own."""
+        y, ladj = self.forward(x, params)
+        return y, lambda: ladj
+
+    def inverse_deferred(
+        self, y: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        r""":math:`g_\theta^{-1}(y)` and a function that gives the forward log-derivative later
+        (see :meth:`forward_deferred`)."""
+        x, ladj = self.inverse(y, params)
+        return x, lambda: ladj
 
     def extra_repr(self) -> str:
         """The hyperparameters, for the owning bijector's ``repr``."""
@@ -216,6 +235,33 @@ class SplineTransformer(Transformer):
     def inverse(self, y: torch.Tensor, params: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         x, ladj_inverse = self._spline(y, params, True)
         return x, -ladj_inverse
+
+    def _deferred(
+        self, value: torch.Tensor, params: tuple[torch.Tensor, ...], inverse: bool
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor]] | None:
+        """The quadratic spline with its log-derivative left for later (the bin's gathered values
+        kept); ``None`` for the other orders, which compute it in the pass."""
+        if type(self)._spline is not SplineTransformer._spline or self.order != "quadratic":
+            return None
+        widths, heights, derivatives = params
+        out, later = _rq_spline(
+            value, widths, heights, derivatives + _IDENTITY_DERIVATIVE, self.bound, inverse
+        )
+        if not inverse:
+            return out, later
+        return out, lambda: -later()
+
+    def forward_deferred(
+        self, x: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        deferred = self._deferred(x, params, False)
+        return super().forward_deferred(x, params) if deferred is None else deferred
+
+    def inverse_deferred(
+        self, y: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        deferred = self._deferred(y, params, True)
+        return super().inverse_deferred(y, params) if deferred is None else deferred
 
     def extra_repr(self) -> str:
         return f"count_bins={self.count_bins}, bound={self.bound}"

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import as_slice, take_last
 from flowtorch.core.validation import nonscalar_event
@@ -186,6 +186,28 @@ class _Coupling(Bijector):
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         part, ladj = self._transform(self._split(y), params, True)
         return self._merge(y, part), ladj
+
+    def _deferred(self, value: torch.Tensor, params: Params, inverse: bool) -> tuple[torch.Tensor, Later]:
+        t = self.transformer
+        part = self._split(value)
+        out, later = t.inverse_deferred(part, params) if inverse else t.forward_deferred(part, params)
+
+        def summed() -> torch.Tensor:
+            ladj = later()
+            return ladj.sum(-1) if ladj.dim() else ladj
+
+        return self._merge(value, out), summed
+
+    # (a subclass that writes its own maths defers as the base class does)
+    def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
+        if type(self)._forward_and_ladj is not _Coupling._forward_and_ladj or not self._forward_is_derived:
+            return super()._forward_deferred(x, params)
+        return self._deferred(x, params, False)
+
+    def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
+        if type(self)._inverse_and_ladj is not _Coupling._inverse_and_ladj or not self._inverse_is_derived:
+            return super()._inverse_deferred(y, params)
+        return self._deferred(y, params, True)
 
     def extra_repr(self) -> str:
         n = self.mask.numel()

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.nn.integrand import IntegrandNet
@@ -106,8 +106,8 @@ class _Monotone(Bijector):
         return self._solve_with_gradient(x, params, True)
 
     def _sequential_forward(
-        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, Params]:
+        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool, defer: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Params, Later | None]:
         # As the base class's, except that the intermediate passes tolerate elements without a
         # root: their values are discarded by later passes, the final pass is strict.
         y = torch.zeros_like(x)
@@ -115,10 +115,8 @@ class _Monotone(Bijector):
             for _ in range(max(int(self.shape.numel()), 1) - 1):
                 y = self._solve_with_gradient(x, self._params(y, context), False)
             params = self._params(y, context)
-        if need_ladj:
-            y, ladj = self._forward_and_ladj(x, params)
-            return y, self._reduce(ladj, y, True), params
-        return self._forward(x, params), None, params
+        y, ladj, later = self._forward_pass(x, params, need_ladj, defer)
+        return y, ladj, params, later
 
     def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
         return self._transform(y, params)[0]
@@ -129,6 +127,11 @@ class _Monotone(Bijector):
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         x, log_slope = self._transform(y, params)
         return x, -log_slope
+
+    def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
+        # the transform gives its log-slope with its value: keep it
+        x, log_slope = self._transform(y, params)
+        return x, lambda: -log_slope
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, solver={self.solver!r}"

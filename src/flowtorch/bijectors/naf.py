@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowtorch.bijectors.monotonic import SOLVERS, _Monotone
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Costs, Later, Params
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import integer_at_least, nonscalar_event
@@ -305,6 +305,11 @@ class BlockNeuralAutoregressive(Bijector):
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         return -self._unflat(self._network(self._flat(y), params)[1])
+
+    def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
+        # the network gives its log-slope with its value: keep it
+        x, log_slope = self._network(self._flat(y), params)
+        return self._unflat(x), lambda: -self._unflat(log_slope)
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         target = self._flat(x)

@@ -329,17 +329,11 @@ class BatchNorm(_FeatureWise):
         y = (x - self._expand(mean)) * self._expand(log_scale.exp()) + self._expand(self.beta)
         return y, self._log_det(log_scale)
 
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._forward_and_ladj(x, params)[0]
-
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         mean, var = self._stored()
         log_scale = self._log_scale(var)
         x = (y - self._expand(self.beta)) * self._expand(torch.exp(-log_scale)) + self._expand(mean)
         return x, self._log_det(log_scale)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._inverse_and_ladj(y, params)[0]
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         var = self._stats(x)[1] if self.training else self.running_var

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import vector_event
 from flowtorch.ops.numerical import newton_monotone
@@ -170,6 +170,11 @@ class Planar(Bijector):
         a = (x * w).sum(-1, keepdim=True) + b
         return x + u_hat * torch.tanh(a), self._ladj(p, a)
 
+    def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
+        u_hat, w, b, p = self._parts(params)
+        a = (x * w).sum(-1, keepdim=True) + b
+        return x + u_hat * torch.tanh(a), lambda: self._ladj(p, a)
+
     def _solve(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x, a, p)``: the inverse and the pre-activation ``a = w^T x + b`` at it."""
         u_hat, w, b, p = self._parts(params)
@@ -191,3 +196,7 @@ class Planar(Bijector):
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         x, a, p = self._solve(y, params)
         return x, self._ladj(p, a)
+
+    def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
+        x, a, p = self._solve(y, params)
+        return x, lambda: self._ladj(p, a)

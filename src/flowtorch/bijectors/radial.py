@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import vector_event
 from flowtorch.parameters import Tensor
@@ -93,6 +93,12 @@ class Radial(Bijector):
         x0, alpha, beta = self._parts(params)
         return self._ladj(alpha, beta, torch.linalg.vector_norm(x - x0, dim=-1))
 
+    def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
+        x0, alpha, beta = self._parts(params)
+        diff = x - x0
+        r = torch.linalg.vector_norm(diff, dim=-1)
+        return x + (beta / (alpha + r)).unsqueeze(-1) * diff, lambda: self._ladj(alpha, beta, r)
+
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         x0, alpha, beta = self._parts(params)
         diff = y - x0
@@ -108,6 +114,3 @@ class Radial(Bijector):
         )
         scale = 1.0 + beta / (alpha + r)
         return x0 + diff / scale.unsqueeze(-1), self._ladj(alpha, beta, r)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._inverse_and_ladj(y, params)[0]

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import constraints
 
 from flowtorch.bijectors.planar import solve_shifted_tanh
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.core.validation import integer_at_least, vector_event
@@ -196,6 +196,11 @@ class Sylvester(Bijector):
         r, s, b, q = self._parts(params)
         return self._ladj(r, s, self._matvec(s, self._down(x, q)) + b)
 
+    def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
+        r, s, b, q = self._parts(params)
+        a = self._matvec(s, self._down(x, q)) + b
+        return x + self._up(self._matvec(r, torch.tanh(a)), q), lambda: self._ladj(r, s, a)
+
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         r, s, b, q = self._parts(params)
         t = self._down(y, q)
@@ -224,9 +229,6 @@ class Sylvester(Bijector):
         a = self._matvec(s, z) + b
         x = y - self._up(self._matvec(r, torch.tanh(a)), q)
         return x, self._ladj(r, s, a)
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._inverse_and_ladj(y, params)[0]
 
     def extra_repr(self) -> str:
         s = f"{super().extra_repr()}, hidden={self.hidden}, variant={self.variant!r}"

@@ -17,6 +17,14 @@ it is cheaper alone. (The older form, ``_forward`` and ``_log_abs_det_jacobian``
 ``_forward_and_ladj``, also works: then the mode stores ``params`` and computes log|det J| on
 demand.) Elementwise maths shared by several wirings is a :mod:`flowtorch.transformers` class.
 
+``BijectiveMode(requires_ladj=False)`` runs ``_forward_deferred(x, params) -> (y, later)`` (and
+``_inverse_deferred``) instead: ``later()`` computes the raw log|det J| from what the pass kept
+(a spline's bin and its knots), so that sampling skips the log-det and scoring later redoes
+nothing. By default a class with a separate ``_forward`` runs it alone (``later`` is ``None``, and
+the log-det comes from ``_log_abs_det_jacobian`` and the recorded ``params``), and a class with
+only the fused method runs that and keeps its log-det. Override them where the log-det has a cost
+of its own.
+
 ``param_shapes()`` gives the shape of each parameter per event, if the bijector takes parameters
 from a conditioner (``params_fn``); hyperparameters are set *before* calling
 ``super().__init__``.
@@ -30,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, overload
 
@@ -56,6 +65,15 @@ Params = Any
 Conditioner = Union["Parameters", Plan["Parameters"]]
 
 _M = TypeVar("_M", bound=torch.nn.Module)
+
+#: What a deferred pass leaves for log|det J|: a function of no arguments that computes it from
+#: tensors the pass computed (see ``Bijector._forward_deferred``).
+Later = Callable[[], torch.Tensor]
+
+
+def _kept(ladj: torch.Tensor) -> Later:
+    """A ``Later`` for a log-det already computed."""
+    return lambda: ladj
 
 
 #: Runs a block with the active ``BijectiveMode`` off the torch-function stack: for the arithmetic
@@ -308,6 +326,27 @@ class Bijector(LazyModule):
         x = _tensor_from(self, "_inverse", self._inverse(y, params))
         return x, self._log_abs_det_jacobian(x, y, params)
 
+    def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
+        """The forward pass of ``BijectiveMode(requires_ladj=False)``: ``(y, later)``.
+
+        ``later()`` returns the raw forward log|det J| (as ``_forward_and_ladj`` would) from
+        tensors computed in this pass from ``x`` and ``params``; the mode calls it at most once,
+        only while the call's entry is fresh, in the grad mode of the call. ``later`` is ``None``
+        when the log-det is to come from ``_log_abs_det_jacobian(x, y, params)``.
+        """
+        if self._forward_is_derived:  # the only forward maths is the fused one: keep its log-det
+            y, ladj = self._forward_and_ladj(x, params)
+            return y, _kept(ladj)
+        return self._forward(x, params), None
+
+    def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
+        """The inverse pass of ``BijectiveMode(requires_ladj=False)``: ``(x, later)``, with
+        ``later()`` the raw *forward* log|det J| (see :meth:`_forward_deferred`)."""
+        if self._inverse_is_derived:
+            x, ladj = self._inverse_and_ladj(y, params)
+            return x, _kept(ladj)
+        return self._inverse(y, params), None
+
     def _params(self, input: torch.Tensor | None, context: torch.Tensor | None) -> Params:
         """Calls the conditioner on ``input`` (the side it reads) and ``context``."""
         if self.params_fn is None:
@@ -342,9 +381,14 @@ class Bijector(LazyModule):
         # the cache; otherwise it may read the output and only ``params`` are stored.
         cls._stores_forward_ladj = cls._forward_and_ladj is not Bijector._forward_and_ladj
         cls._stores_inverse_ladj = cls._inverse_and_ladj is not Bijector._inverse_and_ladj
+        # whether ``_forward``/``_inverse`` are only the fused method's first output
+        cls._forward_is_derived = cls._stores_forward_ladj and cls._forward is Bijector._forward
+        cls._inverse_is_derived = cls._stores_inverse_ladj and cls._inverse is Bijector._inverse
 
     _stores_forward_ladj = False
     _stores_inverse_ladj = False
+    _forward_is_derived = False
+    _inverse_is_derived = False
 
     def _cacheable(self) -> bool:
         """Whether calls can be cached now.
@@ -429,20 +473,30 @@ class Bijector(LazyModule):
             ladj = ladj.sum(self._sum_dims)
         return ladj
 
-    def _forward_with_params(
-        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, Params]:
-        if self.conditioned_on_output:
-            return self._sequential_forward(x, context, need_ladj)
-        params = self._params(x, context)
+    def _forward_pass(
+        self, x: torch.Tensor, params: Params, need_ladj: bool, defer: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Later | None]:
+        """One forward pass given ``params``: ``(y, ladj or None, later or None)``."""
         if need_ladj:
             y, ladj = self._forward_and_ladj(x, params)
-            return y, self._reduce(ladj, y, True), params
-        return self._forward(x, params), None, params
+            return y, self._reduce(ladj, y, True), None
+        if defer:
+            y, later = self._forward_deferred(x, params)
+            return y, None, later
+        return self._forward(x, params), None, None
+
+    def _forward_with_params(
+        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool, defer: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Params, Later | None]:
+        if self.conditioned_on_output:
+            return self._sequential_forward(x, context, need_ladj, defer)
+        params = self._params(x, context)
+        y, ladj, later = self._forward_pass(x, params, need_ladj, defer)
+        return y, ladj, params, later
 
     def _sequential_forward(
-        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, Params]:
+        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool, defer: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Params, Later | None]:
         """Forward pass when the conditioner reads the output (autoregressive, MAF direction).
 
         After ``k`` passes the first ``k`` outputs in the conditioner's order are exact; the
@@ -465,19 +519,20 @@ class Bijector(LazyModule):
             for _ in range(max(int(self.shape.numel()), 1) - 1):
                 y = self._forward(x, self._params(y, context))
             params = self._params(y, context)
-        if need_ladj:
-            y, ladj = self._forward_and_ladj(x, params)
-            return y, self._reduce(ladj, y, True), params
-        return self._forward(x, params), None, params
+        y, ladj, later = self._forward_pass(x, params, need_ladj, defer)
+        return y, ladj, params, later
 
     def _inverse_with_params(
-        self, y: torch.Tensor, context: torch.Tensor | None, need_ladj: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, Params]:
+        self, y: torch.Tensor, context: torch.Tensor | None, need_ladj: bool, defer: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Params, Later | None]:
         params = self._params(y, context)
         if need_ladj:
             x, ladj = self._inverse_and_ladj(y, params)
-            return x, self._reduce(ladj, x, False), params
-        return self._inverse(y, params), None, params
+            return x, self._reduce(ladj, x, False), params, None
+        if defer:
+            x, later = self._inverse_deferred(y, params)
+            return x, None, params, later
+        return self._inverse(y, params), None, params, None
 
     def _ladj_from_values(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None, params: Params = None
@@ -539,11 +594,24 @@ class Bijector(LazyModule):
     def _entry_ladj(
         self, entry: _mode.Entry, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None
     ) -> torch.Tensor:
-        """log|det J| of a fresh entry's pair: the stored value, or from the recorded parameters."""
+        """log|det J| of a fresh entry's pair: the stored value; else from what the deferred pass
+        kept (once: the value is then stored, and guarded as a stored one); else from the
+        recorded parameters."""
         ladj = entry.stored_ladj()
-        if ladj is None:
-            ladj = self._ladj_from_values(x, y, context, entry.params)
-        return ladj
+        if ladj is not None:
+            return ladj
+        later = entry.later
+        if later is not None:
+            entry.later = None
+            # in the grad mode of the call, so that the graph is the one an eager pass keeps
+            with torch.set_grad_enabled(entry.grad):
+                raw = later()
+                ladj = self._reduce(raw, y, True) if entry.forward else self._reduce(raw, x, False)
+            entry.store_ladj(ladj)
+            stored = entry.stored_ladj()
+            assert stored is not None
+            return stored
+        return self._ladj_from_values(x, y, context, entry.params)
 
     def log_abs_det_jacobian(
         self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
@@ -575,9 +643,9 @@ class Bijector(LazyModule):
         if scope is None:
             self._check(value, context, forward)
             if forward:
-                out, ladj, _ = self._forward_with_params(value, context, need_ladj)
+                out, ladj, _, _ = self._forward_with_params(value, context, need_ladj)
             else:
-                out, ladj, _ = self._inverse_with_params(value, context, need_ladj)
+                out, ladj, _, _ = self._inverse_with_params(value, context, need_ladj)
             if not isinstance(out, torch.Tensor):
                 _tensor_from(self, "_forward" if forward else "_inverse", out)
             return out, ladj
@@ -596,14 +664,14 @@ class Bijector(LazyModule):
             self._check(value, context, forward)
             compute = need_ladj or scope.requires_ladj
             if forward:
-                out, ladj, params = self._forward_with_params(value, context, compute)
+                out, ladj, params, later = self._forward_with_params(value, context, compute, not compute)
                 stores = self._stores_forward_ladj
             else:
-                out, ladj, params = self._inverse_with_params(value, context, compute)
+                out, ladj, params, later = self._inverse_with_params(value, context, compute, not compute)
                 stores = self._stores_inverse_ladj
             if not isinstance(out, torch.Tensor):
                 _tensor_from(self, "_forward" if forward else "_inverse", out)
-            _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params)
+            _mode.record(scope, self, forward, value, out, context, ladj if stores else None, params, later)
         return out, ladj
 
     def extra_repr(self) -> str:

@@ -232,7 +232,9 @@ class Entry:
 
     ``forward`` says which direction produced the output: ``True`` for ``b.forward(key)``,
     ``False`` for ``b.inverse(key)``. ``ladj`` is the forward log|det J| at the pair, reduced to
-    the batch shape, or ``None``; ``params`` is what the bijector needs to compute it.
+    the batch shape, or ``None``; ``params`` is what the bijector needs to compute it; ``later``,
+    from a pass that deferred the log-det, computes the raw value from what the pass kept (called
+    at most once, then ``ladj`` holds its result).
     """
 
     __slots__ = (
@@ -246,6 +248,7 @@ class Entry:
         "key",
         "ladj",
         "ladj_state",
+        "later",
         "needs_grad",
         "params",
         "previous",
@@ -263,6 +266,7 @@ class Entry:
         context: torch.Tensor | None,
         ladj: torch.Tensor | None,
         params: Any,
+        later: Callable[[], torch.Tensor] | None = None,
     ) -> None:
         self.bijector = bijector
         self.forward = forward
@@ -270,6 +274,7 @@ class Entry:
         self.context = context
         self.ladj = ladj
         self.params = params
+        self.later = later
         self.grad = torch.is_grad_enabled()
         self.epoch = _EPOCH[0]
         self.versions = _versions(key, out, context)
@@ -285,6 +290,12 @@ class Entry:
         )
         self.previous: Entry | None = None
         self.ref: _Ref | None = None
+
+    def store_ladj(self, ladj: torch.Tensor) -> None:
+        """Stores a log|det J| computed after the call (from ``later``), guarded as one stored
+        at the call: served while unwritten and of the same ``requires_grad``."""
+        self.ladj = ladj
+        self.ladj_state = (ladj._version, ladj.requires_grad)
 
     def stored_ladj(self) -> torch.Tensor | None:
         """The recorded log|det J|, unless it was written or detached since (the caller got
@@ -385,6 +396,7 @@ def record(
     context: torch.Tensor | None,
     ladj: torch.Tensor | None,
     params: Any,
+    later: Callable[[], torch.Tensor] | None = None,
 ) -> None:
     """Records an entry about ``out`` in ``scope``'s table. Nothing is recorded under inference
     mode (inference tensors have no version counter), nor when ``out`` is ``key``."""
@@ -395,7 +407,7 @@ def record(
     state = STATE
     if state.aliases:
         _sync_aliases(state)  # so that a write before this call does not void the entry
-    entry = Entry(bijector, forward, key, out, context, ladj, params)
+    entry = Entry(bijector, forward, key, out, context, ladj, params, later)
     table = scope.table
     head = table.get(id(out))
     if head is not None and head.ref is not None and head.ref() is out:
@@ -553,8 +565,11 @@ class BijectiveMode(TorchFunctionMode):
       ``b.inverse`` gives back its input; ``Compose`` chains these hits layer by layer, so a
       flow scores its own samples without an inverse pass;
     * ``b.log_abs_det_jacobian(x, y, context)`` on a recorded pair returns the recorded value;
-      with ``requires_ladj=False`` the forward pass skips log|det J| and a later call computes it
-      from the recorded parameters, without calling the conditioner again;
+      with ``requires_ladj=False`` the forward pass skips the part of log|det J| that has a cost
+      of its own (a spline's derivative, a residual block's series) and keeps what that part
+      needs (the spline's bin and knots, the parameters); a later call computes it from those,
+      without calling the conditioner or redoing the pass. Sampling alone then costs less, and
+      sampling then scoring costs what it costs with ``requires_ladj=True``;
     * every tensor stays a plain ``torch.Tensor``; the results of other ops carry no entry.
 
     A hit is served only if nothing it depends on changed since it was recorded (the freshness

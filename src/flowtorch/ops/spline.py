@@ -49,6 +49,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -235,8 +236,12 @@ def _identity_tails(
 # ---------------------------------------------------------------------------
 
 
-def _rq_core(x: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-    """RQ spline on knots ``(xk, yk, dk)``; ``x`` must lie in ``[xk_0, xk_K]``."""
+def _rq_core(
+    x: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, inverse: bool
+) -> tuple[Tensor, Callable[[], Tensor]]:
+    """RQ spline on knots ``(xk, yk, dk)``; ``x`` must lie in ``[xk_0, xk_K]``. Returns the output
+    and a function that computes the log-derivative of the map performed from the bin's values
+    gathered for the output (nothing is searched or gathered again)."""
     batch = broadcast_shapes(x.shape, xk.shape[:-1], yk.shape[:-1], dk.shape[:-1])
     search = yk if inverse else xk
     idx = _bin_index(x, search, batch)
@@ -281,13 +286,16 @@ def _rq_core(x: Tensor, xk: Tensor, yk: Tensor, dk: Tensor, inverse: bool) -> tu
     one_minus_xi = 1.0 - xi
     xi1 = xi * one_minus_xi
     denom = torch.addcmul(s, kappa, xi1)
-    # log dy/dx = log(s^2 [d1 xi^2 + 2 s xi(1-xi) + d0 (1-xi)^2]) - 2 log denom
-    bracket = torch.addcmul(d1 * xi * xi, d0 * one_minus_xi, one_minus_xi)
-    numer = s * s * torch.addcmul(bracket, s, xi1, value=2.0)
-    log_deriv = torch.add(torch.log(numer), torch.log(denom), alpha=-2.0)
+
+    def log_deriv() -> Tensor:
+        # log dy/dx = log(s^2 [d1 xi^2 + 2 s xi(1-xi) + d0 (1-xi)^2]) - 2 log denom
+        bracket = torch.addcmul(d1 * xi * xi, d0 * one_minus_xi, one_minus_xi)
+        numer = s * s * torch.addcmul(bracket, s, xi1, value=2.0)
+        log_deriv = torch.add(torch.log(numer), torch.log(denom), alpha=-2.0)
+        return -log_deriv if inverse else log_deriv
 
     if inverse:
-        return torch.addcmul(x0, w, xi), -log_deriv
+        return torch.addcmul(x0, w, xi), log_deriv
     return torch.addcmul(y0, h, torch.addcmul(d0 * xi1, s * xi, xi) / denom), log_deriv
 
 
@@ -423,12 +431,49 @@ def rational_quadratic_spline(
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
 
+    outputs, later = _rq_spline(
+        inputs,
+        unnormalized_widths,
+        unnormalized_heights,
+        unnormalized_derivatives,
+        bound,
+        inverse,
+        min_bin_width,
+        min_bin_height,
+        min_derivative,
+    )
+    return outputs, later()
+
+
+def _rq_spline(
+    inputs: Tensor,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    bound: float,
+    inverse: bool,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+    min_derivative: float = 1e-3,
+) -> tuple[Tensor, Callable[[], Tensor]]:
+    """:func:`rational_quadratic_spline` with its log-derivative left for later: ``(outputs,
+    later)``, where ``later()`` computes the log-derivative (identity tails included) from the
+    values the pass gathered. For ``BijectiveMode(requires_ladj=False)``, whose sampling then
+    skips the log-derivative and whose scoring does not search the bins again."""
+    num_bins = _num_bins(bound, unnormalized_widths)
+    _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
+    _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
+
     xk = _knots(unnormalized_widths, min_bin_width, bound)
     yk = _knots(unnormalized_heights, min_bin_height, bound)
     dk = _pad_ends(_softplus_derivatives(unnormalized_derivatives, min_derivative), 1.0, 1.0)
     inside, points = _within(inputs, bound)
-    outputs, logabsdet = _rq_core(points, xk, yk, dk, inverse)
-    return _identity_tails(inputs, inside, outputs, logabsdet)
+    outputs, log_deriv = _rq_core(points, xk, yk, dk, inverse)
+
+    def later() -> Tensor:
+        return torch.where(inside, log_deriv(), 0.0)
+
+    return torch.where(inside, outputs, inputs), later
 
 
 def linear_rational_spline(
@@ -623,5 +668,6 @@ def circular_rational_quadratic_spline(
     # the rational function must not be extrapolated: clamp its value but
     # keep its gradient (a no-op for inside points).
     reduced = reduced + (reduced.clamp(-bound, bound) - reduced).detach()
-    outputs, logabsdet = _rq_core(reduced, xk, yk, dk, inverse)
+    outputs, log_deriv = _rq_core(reduced, xk, yk, dk, inverse)
+    logabsdet = log_deriv()
     return outputs + shift, logabsdet
