@@ -15,7 +15,8 @@ weights into a floor and the two give the same numbers (the benchmarks check thi
   output layer holds one block of ``D`` units per parameter (``[loc | log_scale]``, or
   ``[widths | heights | derivatives]`` with ``K`` units per dimension for splines).
 * MAF layers map data to noise with :math:`x = (y - \\mu(y)) e^{-s(y)}`,
-  :math:`s` clamped to ``[-5, 3]``; the IAF applies the same map in the sampling direction.
+  :math:`s` bounded softly in ``(-5, 3)`` as flowtorch bounds it (:func:`soft_bound`); the IAF
+  applies the same map in the sampling direction.
 * The spline layers evaluate the rational-quadratic spline of Durkan et al. (2019) on
   ``[-B, B]`` with identity tails, in the direction flowtorch's density evaluation runs it
   (the inverse), written from the paper's formulas.
@@ -42,6 +43,7 @@ __all__ = [
     "copy_weights",
     "made_masks",
     "rq_spline_inverse",
+    "soft_bound",
     "standard_normal_log_prob",
 ]
 
@@ -101,6 +103,14 @@ class FloorMADE(nn.Module):
         return h
 
 
+def soft_bound(x: Tensor, low: float, high: float) -> Tensor:
+    """The log-scale bound of flowtorch's affine layers, :math:`x / (1 + \alpha x + \beta |x|)`
+    with :math:`\alpha = (1/h + 1/l) / 2`, :math:`\beta = (1/h - 1/l) / 2`: inside ``(low, high)``
+    with a gradient everywhere (``flowtorch.ops.soft_clamp``), written from the formula."""
+    beta, alpha = 0.5 * (1.0 / high - 1.0 / low), 0.5 * (1.0 / high + 1.0 / low)
+    return x / (1.0 + alpha * x + beta * x.abs())
+
+
 def _orders(layers: int) -> list[str]:
     return ["identity" if i % 2 == 0 else "reverse" for i in range(layers)]
 
@@ -115,7 +125,7 @@ class _AffineStack(nn.Module):
 
     def _layer(self, made: FloorMADE, u: Tensor) -> tuple[Tensor, Tensor]:
         out = made(u)
-        loc, log_scale = out[..., : self.d], out[..., self.d :].clamp(-5.0, 3.0)
+        loc, log_scale = out[..., : self.d], soft_bound(out[..., self.d :], -5.0, 3.0)
         return (u - loc) * torch.exp(-log_scale), log_scale.sum(-1)
 
 
