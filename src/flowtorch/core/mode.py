@@ -212,19 +212,24 @@ def _signature(module: torch.nn.Module, held: list[Any] | None = None) -> list[A
 
 
 def _walk(m: torch.nn.Module, sig: list[Any], held: list[Any] | None) -> None:
+    # (written out per slot dict, with one tuple a tensor: the hot path of every lookup)
     sig.append(m.training)
     for slots in (m._parameters, m._buffers):
-        for t in slots.values():
-            if t is None:
-                sig.append(None)
-                continue
-            d = t.__dict__
-            sig += (id(t), id(d), t._version, t.requires_grad)
-            if held is not None:
-                held += (t, d)
-    for child in m._modules.values():
-        if child is not None:
-            _walk(child, sig, held)
+        if slots:
+            for t in slots.values():
+                if t is None:
+                    sig.append(None)
+                    continue
+                d = t.__dict__
+                sig.append((id(t), id(d), t._version, t.requires_grad))
+                if held is not None:
+                    held.append(t)
+                    held.append(d)
+    children = m._modules
+    if children:
+        for child in children.values():
+            if child is not None:
+                _walk(child, sig, held)
 
 
 class Entry:
@@ -281,7 +286,7 @@ class Entry:
         self.flags = _flags(key, out, context)
         self.ladj_state = None if ladj is None else (ladj._version, ladj.requires_grad)
         held: list[Any] = []
-        self.sig = tuple(_signature(bijector, held))
+        self.sig = _signature(bijector, held)  # a list, compared with a list
         self.held = tuple(held)  # (tensor, its __dict__) pairs
         self.needs_grad = (
             any(self.flags)
@@ -378,7 +383,7 @@ def _fresh(entry: Entry, out: torch.Tensor, state: _ThreadState) -> bool:
     if _versions(key, out, context) != entry.versions or _flags(key, out, context) != entry.flags:
         return False
     bijector = entry.bijector
-    if not bijector._cacheable() or tuple(_signature(bijector)) != entry.sig:
+    if not bijector._cacheable() or _signature(bijector) != entry.sig:
         return False
     if state.opaque:
         deps: Iterable[Any] = (key, out, context, entry.ladj, *entry.held[::2])
