@@ -396,9 +396,7 @@ SPECS: dict[str, Spec] = {
             "iaf",
             "IAF: Invert(AffineAutoregressive(MADE))",
             lambda d: bij.Compose([bij.Invert(bij.AffineAutoregressive(_made(i))) for i in range(LAYERS)]),
-            lambda flow, d: _floor_variant(
-                floors.FloorIAF(d, LAYERS, HIDDEN), flow, "floors.FloorIAF"
-            ),
+            lambda flow, d: _floor_variant(floors.FloorIAF(d, LAYERS, HIDDEN), flow, "floors.FloorIAF"),
             lambda d: _try_peers(
                 [(lib, lambda lib=lib: _peer_from_build(lib, "iaf", d)) for lib in ("zuko", "pyro")]
             ),

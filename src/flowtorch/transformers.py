@@ -30,9 +30,9 @@ from flowtorch.ops import (
     identity_derivative,
     linear_rational_spline,
     rational_quadratic_spline,
+    rational_quadratic_spline_deferred,
 )
 from flowtorch.ops.clamp import soft_clamp
-from flowtorch.ops.spline import _rq_spline
 
 __all__ = ["AffineTransformer", "CircularSplineTransformer", "SplineTransformer", "Transformer"]
 
@@ -244,8 +244,8 @@ class SplineTransformer(Transformer):
         if type(self)._spline is not SplineTransformer._spline or self.order != "quadratic":
             return None
         widths, heights, derivatives = params
-        out, later = _rq_spline(
-            value, widths, heights, derivatives + _IDENTITY_DERIVATIVE, self.bound, inverse
+        out, later = rational_quadratic_spline_deferred(
+            value, widths, heights, derivatives + _IDENTITY_DERIVATIVE, bound=self.bound, inverse=inverse
         )
         if not inverse:
             return out, later

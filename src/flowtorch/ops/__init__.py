@@ -18,6 +18,7 @@ from flowtorch.ops.spline import (
     identity_derivative,
     linear_rational_spline,
     rational_quadratic_spline,
+    rational_quadratic_spline_deferred,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "quadrature",
     "quadrature_rule",
     "rational_quadratic_spline",
+    "rational_quadratic_spline_deferred",
     "rk4",
     "soft_clamp",
 ]

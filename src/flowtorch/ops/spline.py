@@ -62,6 +62,7 @@ __all__ = [
     "identity_derivative",
     "linear_rational_spline",
     "rational_quadratic_spline",
+    "rational_quadratic_spline_deferred",
 ]
 
 #: Linear rational spline split fraction: ``lambda = 0.95 * sigmoid(u) + 0.025``.
@@ -431,35 +432,76 @@ def rational_quadratic_spline(
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
 
-    outputs, later = _rq_spline(
+    outputs, later = rational_quadratic_spline_deferred(
         inputs,
         unnormalized_widths,
         unnormalized_heights,
         unnormalized_derivatives,
-        bound,
-        inverse,
-        min_bin_width,
-        min_bin_height,
-        min_derivative,
+        bound=bound,
+        inverse=inverse,
+        min_bin_width=min_bin_width,
+        min_bin_height=min_bin_height,
+        min_derivative=min_derivative,
     )
     return outputs, later()
 
 
-def _rq_spline(
+def rational_quadratic_spline_deferred(
     inputs: Tensor,
     unnormalized_widths: Tensor,
     unnormalized_heights: Tensor,
     unnormalized_derivatives: Tensor,
-    bound: float,
-    inverse: bool,
+    *,
+    bound: float = 3.0,
+    inverse: bool = False,
     min_bin_width: float = 1e-3,
     min_bin_height: float = 1e-3,
     min_derivative: float = 1e-3,
 ) -> tuple[Tensor, Callable[[], Tensor]]:
-    """:func:`rational_quadratic_spline` with its log-derivative left for later: ``(outputs,
+    r""":func:`rational_quadratic_spline` with its log-derivative left for later: ``(outputs,
     later)``, where ``later()`` computes the log-derivative (identity tails included) from the
-    values the pass gathered. For ``BijectiveMode(requires_ladj=False)``, whose sampling then
-    skips the log-derivative and whose scoring does not search the bins again."""
+    bin's values that the pass gathered, without searching the bins again. For
+    ``BijectiveMode(requires_ladj=False)``: sampling skips the log-derivative, and scoring the
+    sample later costs what computing it in the pass would have.
+
+    The pass computes :math:`y` (or :math:`x`) and keeps :math:`\xi`, :math:`s`,
+    :math:`\delta_k`, :math:`\delta_{k+1}` and the denominator of the bin it found; ``later()``
+    evaluates
+
+    .. math::
+        \log\frac{dy}{dx} = \log\big(s^2\,[\delta_{k+1}\xi^2 + 2s\,\xi(1-\xi)
+        + \delta_k(1-\xi)^2]\big) - 2\log\big(s + (\delta_k + \delta_{k+1} - 2s)\,\xi(1-\xi)\big)
+
+    (negated for ``inverse=True``; 0 in the tails).
+
+    Reference: Durkan, Bekasov, Murray, Papamakarios, *Neural Spline Flows*, NeurIPS 2019.
+
+    Args:
+        inputs: points to transform, any shape ``S``.
+        unnormalized_widths: shape ``P + (K,)``.
+        unnormalized_heights: shape ``P + (K,)``.
+        unnormalized_derivatives: shape ``P + (K - 1,)``, at interior knots.
+        bound: half-width :math:`B` of the spline box :math:`[-B, B]^2`.
+        inverse: compute :math:`x = f^{-1}(y)` instead of :math:`y = f(x)`.
+        min_bin_width: minimal bin width as a fraction of :math:`2B`.
+        min_bin_height: minimal bin height as a fraction of :math:`2B`.
+        min_derivative: minimal interior knot derivative.
+
+    Returns:
+        ``(outputs, later)``: ``outputs`` of shape ``broadcast(S, P)``, and a function of no
+        arguments that returns the elementwise log-derivative of the map performed (a new
+        tensor at each call).
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.ops import rational_quadratic_spline, rational_quadratic_spline_deferred
+        >>> w, h, d = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 7)
+        >>> x = torch.randn(5, 3)
+        >>> y, later = rational_quadratic_spline_deferred(x, w, h, d)
+        >>> y2, logdet = rational_quadratic_spline(x, w, h, d)
+        >>> torch.equal(y, y2), torch.allclose(later(), logdet)
+        (True, True)
+    """
     num_bins = _num_bins(bound, unnormalized_widths)
     _check_last_dim("unnormalized_heights", unnormalized_heights, num_bins)
     _check_last_dim("unnormalized_derivatives", unnormalized_derivatives, num_bins - 1)
