@@ -161,19 +161,21 @@ class _Coupling(Bijector):
         )
         return out, ladj.sum(-1) if ladj.dim() else ladj
 
+    # (a vector event needs no reshape: at small batches each op call counts)
     def _split(self, value: torch.Tensor) -> torch.Tensor:
-        batch = value.shape[: value.dim() - len(self.shape)]
-        return take_last(value.reshape(*batch, -1), self._transformed_slice, self._transformed_index)
+        n = len(self.shape)
+        flat = value if n == 1 else value.reshape(*value.shape[: value.dim() - n], -1)
+        return take_last(flat, self._transformed_slice, self._transformed_index)
 
     def _merge(self, value: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         n = len(self.shape)
-        flat = value.reshape(*value.shape[: value.dim() - n], -1)
+        flat = value if n == 1 else value.reshape(*value.shape[: value.dim() - n], -1)
         index = self._transformed_slice
         if index is not None and part.shape[:-1] == flat.shape[:-1]:
             out = torch.slice_scatter(flat, part, -1, index.start, index.stop, index.step)
         else:
             out = torch.where(self._identity, flat, part[..., self._position])
-        return out.reshape(*out.shape[:-1], *self.shape)
+        return out if n == 1 else out.reshape(*out.shape[:-1], *self.shape)
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         ladj = self.transformer.log_derivative(self._split(x), params)

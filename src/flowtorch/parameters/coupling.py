@@ -119,7 +119,8 @@ class DenseCoupling(Parameters):
         batch = input.shape[: input.dim() - n_in]
         h: torch.Tensor | None = None
         if self.input_layer is not None:
-            identity = take_last(input.reshape(*batch, -1), self._identity_slice, self.identity_index)
+            flat = input if n_in == 1 else input.reshape(*batch, -1)
+            identity = take_last(flat, self._identity_slice, self.identity_index)
             h = self.input_layer(identity)
         if self.context_layer is not None:
             if context is None:
@@ -135,7 +136,7 @@ class DenseCoupling(Parameters):
         out = self.output(h)
         out_batch = out.shape[:-1]
         return tuple(
-            chunk.reshape(*out_batch, *s)
+            chunk if len(s) == 1 else chunk.reshape(*out_batch, *s)
             for chunk, s in zip(out.split(self._sizes, dim=-1), self.param_shapes)
         )
 
