@@ -49,5 +49,9 @@ def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
         >>> soft_clamp(torch.tensor([-1e6, -5.0, 0.0, 3.0, 1e6]), -5.0, 3.0)
         tensor([-5.0000, -2.5000,  0.0000,  1.5000,  3.0000])
     """
-    inverse_bound = torch.where(x >= 0.0, x.new_full((), 1.0 / high), x.new_full((), 1.0 / low))
+    positive = x >= 0.0
+    if x.dtype == torch.get_default_dtype():  # (two Python numbers give the default dtype)
+        inverse_bound = torch.where(positive, 1.0 / high, 1.0 / low)
+    else:
+        inverse_bound = torch.where(positive, x.new_full((), 1.0 / high), x.new_full((), 1.0 / low))
     return x / torch.addcmul(x.new_ones(()), x, inverse_bound)
