@@ -200,15 +200,10 @@ class _Coupling(Bijector):
 
         return self._merge(value, out), summed
 
-    # (a subclass that writes its own maths defers as the base class does)
     def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
-        if type(self)._forward_and_ladj is not _Coupling._forward_and_ladj or not self._forward_is_derived:
-            return super()._forward_deferred(x, params)
         return self._deferred(x, params, False)
 
     def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
-        if type(self)._inverse_and_ladj is not _Coupling._inverse_and_ladj or not self._inverse_is_derived:
-            return super()._inverse_deferred(y, params)
         return self._deferred(y, params, True)
 
     def extra_repr(self) -> str:

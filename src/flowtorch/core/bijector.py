@@ -384,6 +384,12 @@ class Bijector(LazyModule):
         # whether ``_forward``/``_inverse`` are only the fused method's first output
         cls._forward_is_derived = cls._stores_forward_ladj and cls._forward is Bijector._forward
         cls._inverse_is_derived = cls._stores_inverse_ladj and cls._inverse is Bijector._inverse
+        # A deferred pass is written for the maths of the class that wrote it: a subclass that
+        # writes its own maths (and no deferred pass) defers as the base class does.
+        if _defined_below(cls, "_forward_deferred", ("_forward_and_ladj", "_forward")):
+            cls._forward_deferred = Bijector._forward_deferred  # type: ignore[method-assign]
+        if _defined_below(cls, "_inverse_deferred", ("_inverse_and_ladj", "_inverse")):
+            cls._inverse_deferred = Bijector._inverse_deferred  # type: ignore[method-assign]
 
     _stores_forward_ladj = False
     _stores_inverse_ladj = False
@@ -679,6 +685,15 @@ class Bijector(LazyModule):
         if self.context_shape is not None:
             s += f", context_shape={tuple(self.context_shape)}"
         return s
+
+
+def _defined_below(cls: type, deferred: str, maths: tuple[str, ...]) -> bool:
+    """Whether ``cls`` inherits ``deferred`` from a class above the nearest one that writes any
+    of ``maths`` (a deferred pass written for other maths than the class's own)."""
+    mro = cls.__mro__
+    where = next(i for i, k in enumerate(mro) if deferred in vars(k))
+    maths_at = next(i for i, k in enumerate(mro) if any(m in vars(k) for m in maths))
+    return mro[where] is not Bijector and where > maths_at
 
 
 def _tensor_from(bijector: Bijector, method: str, out: Any) -> torch.Tensor:

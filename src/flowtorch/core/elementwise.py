@@ -53,21 +53,10 @@ class ElementwiseBijector(Bijector):
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         return self.transformer.log_derivative(x, params)
 
-    # (a subclass that writes its own maths defers as the base class does)
     def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
-        if (
-            type(self)._forward_and_ladj is not ElementwiseBijector._forward_and_ladj
-            or not self._forward_is_derived
-        ):
-            return super()._forward_deferred(x, params)
         return self.transformer.forward_deferred(x, params)
 
     def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
-        if (
-            type(self)._inverse_and_ladj is not ElementwiseBijector._inverse_and_ladj
-            or not self._inverse_is_derived
-        ):
-            return super()._inverse_deferred(y, params)
         return self.transformer.inverse_deferred(y, params)
 
     def extra_repr(self) -> str:
