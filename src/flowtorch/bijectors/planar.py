@@ -157,18 +157,17 @@ class Planar(Bijector):
         th = torch.tanh(a)
         return torch.log1p(p * (1.0 - th * th)).squeeze(-1)
 
+    # the forward maths is written once, in _forward_deferred
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        u_hat, w, b, _ = self._parts(params)
-        return x + u_hat * torch.tanh((x * w).sum(-1, keepdim=True) + b)
+        return self._forward_deferred(x, params)[0]
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         _, w, b, p = self._parts(params)
         return self._ladj(p, (x * w).sum(-1, keepdim=True) + b)
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        u_hat, w, b, p = self._parts(params)
-        a = (x * w).sum(-1, keepdim=True) + b
-        return x + u_hat * torch.tanh(a), self._ladj(p, a)
+        y, later = self._forward_deferred(x, params)
+        return y, later()
 
     def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
         u_hat, w, b, p = self._parts(params)

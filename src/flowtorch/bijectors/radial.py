@@ -75,19 +75,13 @@ class Radial(Bijector):
         h = 1.0 / (alpha + r)
         return (self.shape[0] - 1) * torch.log1p(beta * h) + torch.log1p(alpha * beta * h * h)
 
+    # the forward maths is written once, in _forward_deferred
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        x0, alpha, beta = self._parts(params)
-        diff = x - x0
-        r = torch.linalg.vector_norm(diff, dim=-1)
-        y = x + (beta / (alpha + r)).unsqueeze(-1) * diff
-        return y, self._ladj(alpha, beta, r)
+        y, later = self._forward_deferred(x, params)
+        return y, later()
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        x0, alpha, beta = self._parts(params)
-        diff = x - x0
-        r = torch.linalg.vector_norm(diff, dim=-1)
-        y: torch.Tensor = x + (beta / (alpha + r)).unsqueeze(-1) * diff
-        return y
+        return self._forward_deferred(x, params)[0]
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         x0, alpha, beta = self._parts(params)

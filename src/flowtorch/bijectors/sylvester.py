@@ -182,15 +182,13 @@ class Sylvester(Bijector):
         return torch.log1p((1.0 - th * th) * diag).sum(-1)
 
     # ------------------------------------------------------------------ the maths
+    # the forward maths is written once, in _forward_deferred
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        r, s, b, q = self._parts(params)
-        a = self._matvec(s, self._down(x, q)) + b
-        return x + self._up(self._matvec(r, torch.tanh(a)), q), self._ladj(r, s, a)
+        y, later = self._forward_deferred(x, params)
+        return y, later()
 
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        r, s, b, q = self._parts(params)
-        a = self._matvec(s, self._down(x, q)) + b
-        return x + self._up(self._matvec(r, torch.tanh(a)), q)
+        return self._forward_deferred(x, params)[0]
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         r, s, b, q = self._parts(params)
