@@ -86,6 +86,7 @@ def bijector_classes(allow_import_errors: bool = False) -> list[type]:
                 and obj is not Bijector
                 and obj.__module__ == module.__name__
                 and not obj.__name__.startswith("_")
+                and not obj.is_base
             ):
                 out[obj.__name__] = obj
     return list(out.values())

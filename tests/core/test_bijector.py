@@ -4,6 +4,7 @@ whose input has the larger batch."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -76,3 +77,74 @@ VALUE_ERRORS: list[tuple[str, Callable[[], Any], str]] = [
 def test_bad_values_are_named(make: Callable[[], Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_a_family_base_is_declared_and_skipped_by_the_generic_suite() -> None:
+    from flowtorch.bijectors.linear import LUBijector
+    from flowtorch.bijectors.monotonic import MonotoneBijector
+    from flowtorch.core.elementwise import ElementwiseBijector
+    from tests.conftest import bijector_classes
+
+    found = set(bijector_classes())
+    for base in (LUBijector, MonotoneBijector):
+        assert base.is_base and base not in found
+    for cls in (bij.LULinear, bij.Invertible1x1Conv, bij.NeuralAutoregressive, bij.Bernstein, bij.Affine):
+        assert not cls.is_base and cls in found  # declared per class, never inherited
+    assert ElementwiseBijector.is_base
+
+
+def test_a_subclass_with_its_own_fused_maths_gets_its_value_from_it() -> None:
+    """A value-only method written beside a fused one (the elementwise wiring's) belongs to that
+    fused maths: a subclass that writes its own fused method is not served the parent's value."""
+
+    class Doubled(bij.Affine):
+        def _forward_and_ladj(self, x, params):  # type: ignore[no-untyped-def]
+            return 2.0 * x, torch.full_like(x, math.log(2.0))
+
+    b = Doubled(shape=torch.Size([3]))
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(b.forward(x), 2.0 * x)
+    torch.testing.assert_close(b.forward_and_ladj(x)[0], 2.0 * x)
+    plain = bij.Affine(shape=torch.Size([3]))
+    torch.testing.assert_close(plain.forward(x), plain.forward_and_ladj(x)[0])  # the parent keeps its own
+
+
+class DeferredScale(Bijector):
+    """:math:`y = e^{c} x`, written as its two deferred passes only."""
+
+    def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Any]:
+        self.calls.append("forward")
+        return x * math.e, lambda: torch.ones_like(x)
+
+    def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Any]:
+        return y / math.e, lambda: torch.ones_like(y)
+
+
+def test_a_class_that_writes_only_its_deferred_passes_is_a_whole_bijector() -> None:
+    import flowtorch
+
+    b = DeferredScale(shape=S([2]))
+    b.calls = []
+    x = torch.randn(3, 2)
+    y, ladj = b.forward_and_ladj(x)
+    torch.testing.assert_close(y, math.e * x)
+    torch.testing.assert_close(ladj, torch.full((3,), 2.0))
+    torch.testing.assert_close(b.inverse_and_ladj(y)[1], ladj)
+    torch.testing.assert_close(b.inverse(b.forward(x)), x)
+    torch.testing.assert_close(b.log_abs_det_jacobian(x, y), ladj)
+    b.calls.clear()
+    with flowtorch.BijectiveMode(requires_ladj=False):
+        y = b.forward(x)
+        assert b.log_abs_det_jacobian(x, y).tolist() == [2.0, 2.0, 2.0]
+    assert b.calls == ["forward"]  # one pass: the log-det came from its later()
+
+
+def test_a_deferred_pass_without_a_later_is_refused_by_name() -> None:
+    class NoLater(Bijector):
+        def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Any]:
+            return x, None
+
+    with pytest.raises(
+        TypeError, match=r"NoLater._forward_deferred returned no later\(\).*_forward_and_ladj"
+    ):
+        NoLater(shape=S([2])).forward_and_ladj(torch.zeros(2))

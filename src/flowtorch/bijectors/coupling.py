@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Costs, Later, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import as_slice, take_last
 from flowtorch.core.validation import nonscalar_event
@@ -110,7 +110,7 @@ class _Coupling(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -134,7 +134,7 @@ class _Coupling(Bijector):
         self._transformed_slice = as_slice(self._transformed_index.tolist())
 
     @staticmethod
-    def _with_mask(params_fn: Any, mask: torch.Tensor) -> Any:
+    def _with_mask(params_fn: Conditioner | None, mask: torch.Tensor) -> Conditioner:
         """The conditioner plan, given ``mask=`` if its class takes one."""
         if params_fn is None:
             return Plan(DenseCoupling, mask=mask)
@@ -178,7 +178,7 @@ class _Coupling(Bijector):
         return out if n == 1 else out.reshape(*out.shape[:-1], *self.shape)
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        ladj = self.transformer.log_derivative(self._split(x), params)
+        ladj = self.transformer.log_derivative(self._split(x), params, self._split(y))
         return ladj.sum(-1) if ladj.dim() else ladj
 
     def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +195,8 @@ class _Coupling(Bijector):
         out, later = t.inverse_deferred(part, params) if inverse else t.forward_deferred(part, params)
 
         def summed() -> torch.Tensor:
-            ladj = later()
+            # a transformer without a later (a numerical one) gives it from its output part
+            ladj = t.log_derivative(part, params, out) if later is None else later()
             return ladj.sum(-1) if ladj.dim() else ladj
 
         return self._merge(value, out), summed
@@ -264,7 +265,7 @@ class AffineCoupling(_Coupling):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -333,7 +334,7 @@ class SplineCoupling(_Coupling):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

@@ -23,7 +23,11 @@ demand.) Elementwise maths shared by several wirings is a :mod:`flowtorch.transf
 nothing. By default a class with a separate ``_forward`` runs it alone (``later`` is ``None``, and
 the log-det comes from ``_log_abs_det_jacobian`` and the recorded ``params``), and a class with
 only the fused method runs that and keeps its log-det. Override them where the log-det has a cost
-of its own.
+of its own. A direction may also be written as its deferred pass alone (``Planar``, ``Radial``,
+``Sylvester``): the fused and value-only methods are then derived from it.
+
+A family's shared maths, not a bijector by itself, is declared ``class Family(Bijector,
+base=True)``; the generic tests and the table of bijectors skip it (``is_base``).
 
 ``param_shapes()`` gives the shape of each parameter per event, if the bijector takes parameters
 from a conditioner (``params_fn``); hyperparameters are set *before* calling
@@ -60,9 +64,9 @@ __all__ = ["Bijector", "Conditioner", "Costs", "Params", "SequentialSamplingWarn
 #: (a list of calls, a solver's state). Each bijector reads its own, so there is no one type.
 Params = Any
 
-#: A bijector's ``params_fn``: a conditioner plan (``params.DenseAutoregressive.plan()``) or a
-#: conditioner already built.
-Conditioner = Union["Parameters", Plan["Parameters"]]
+#: A bijector's ``params_fn``: a conditioner plan (``params.DenseAutoregressive.plan()``), a
+#: conditioner class (built with its defaults), or a conditioner already built.
+Conditioner = Union["Parameters", Plan["Parameters"], type["Parameters"]]
 
 _M = TypeVar("_M", bound=torch.nn.Module)
 
@@ -236,6 +240,15 @@ class Bijector(LazyModule):
     #: ``_log_abs_det_jacobian`` already reduces.
     domain: constraints.Constraint = constraints.real
     codomain: constraints.Constraint = constraints.real
+    #: True for a family's base class, declared ``class MonotoneBijector(ElementwiseBijector,
+    #: base=True)``: maths that bijectors share, not a bijector by itself, so the docs' table and
+    #: the generic tests skip it. Set for each class by its own declaration (never inherited).
+    is_base: ClassVar[bool] = True
+    #: True when the fused forward method computes log|det J| from its output (a map solved
+    #: numerically, whose log-derivative is its closed-form inverse's at the root): the mode then
+    #: keeps the parameters and computes it again when asked, instead of storing a value whose
+    #: graph would hold the output (and keep it alive).
+    forward_ladj_reads_output: ClassVar[bool] = False
     #: True when the conditioner reads the output of ``forward`` (MAF direction): the forward
     #: pass is then sequential and the inverse parallel.
     conditioned_on_output = False
@@ -295,7 +308,7 @@ class Bijector(LazyModule):
     # ``_inverse``). Each default below is derived from the others and refuses, naming what to
     # write, when the one it would be derived from is not written either.
     def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        if not self._stores_forward_ladj:
+        if not self._writes_forward_fused:
             raise NotImplementedError(
                 f"{type(self).__name__} writes no forward maths: define _forward_and_ladj(x, params) "
                 "(or _forward and _log_abs_det_jacobian)"
@@ -303,7 +316,7 @@ class Bijector(LazyModule):
         return self._forward_and_ladj(x, params)[0]
 
     def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        if not self._stores_inverse_ladj:
+        if not self._writes_inverse_fused:
             raise NotImplementedError(
                 f"{type(self).__name__} has no closed-form inverse: call inverse on its own outputs "
                 "inside flowtorch.BijectiveMode(), or use Flow.rsample_and_log_prob"
@@ -311,7 +324,7 @@ class Bijector(LazyModule):
         return self._inverse_and_ladj(y, params)[0]
 
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        if not self._stores_forward_ladj:
+        if not self._writes_forward_fused:
             raise NotImplementedError(
                 f"{type(self).__name__} gives no log|det J|: define _forward_and_ladj(x, params) "
                 "(or _log_abs_det_jacobian(x, y, params))"
@@ -347,6 +360,13 @@ class Bijector(LazyModule):
             return x, _kept(ladj)
         return self._inverse(y, params), None
 
+    def _forward_intermediate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """The value of an intermediate pass of a sequential forward (``conditioned_on_output``),
+        whose ``params`` come from an output not yet exact, and whose value only the next pass
+        reads: ``_forward`` by default. A numerically inverted map tolerates unbracketed elements
+        here (``MonotoneTransformer.solve(strict=False)``)."""
+        return self._forward(x, params)
+
     def _params(self, input: torch.Tensor | None, context: torch.Tensor | None) -> Params:
         """Calls the conditioner on ``input`` (the side it reads) and ``context``."""
         if self.params_fn is None:
@@ -375,15 +395,38 @@ class Bijector(LazyModule):
         return shape
 
     # ------------------------------------------------------------------ generic machinery
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, base: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.is_base = base
+        # A direction whose only maths is its deferred pass: the fused method and the value-only
+        # one come from it (written once, with ``later()`` computing the log-det).
+        for deferred, fused, value in (
+            ("_forward_deferred", "_forward_and_ladj", "_forward"),
+            ("_inverse_deferred", "_inverse_and_ladj", "_inverse"),
+        ):
+            own = vars(cls).get(deferred)
+            if (
+                own is not None
+                and getattr(cls, fused) is getattr(Bijector, fused)
+                and (getattr(cls, value) is getattr(Bijector, value))
+            ):
+                setattr(cls, fused, _fused_from_deferred(deferred))
+                setattr(cls, value, _value_from_deferred(deferred))
+        # A value-only method written beside the fused one (cheaper alone) belongs to that fused
+        # maths: a subclass that writes its own fused method gets the value from it.
+        if _defined_below(cls, "_forward", ("_forward_and_ladj",)):
+            cls._forward = Bijector._forward  # type: ignore[method-assign]
+        if _defined_below(cls, "_inverse", ("_inverse_and_ladj",)):
+            cls._inverse = Bijector._inverse  # type: ignore[method-assign]
         # log|det J| from a fused method is computed from the call's input and may be stored in
         # the cache; otherwise it may read the output and only ``params`` are stored.
-        cls._stores_forward_ladj = cls._forward_and_ladj is not Bijector._forward_and_ladj
-        cls._stores_inverse_ladj = cls._inverse_and_ladj is not Bijector._inverse_and_ladj
+        cls._writes_forward_fused = cls._forward_and_ladj is not Bijector._forward_and_ladj
+        cls._writes_inverse_fused = cls._inverse_and_ladj is not Bijector._inverse_and_ladj
+        cls._stores_forward_ladj = cls._writes_forward_fused and not cls.forward_ladj_reads_output
+        cls._stores_inverse_ladj = cls._writes_inverse_fused
         # whether ``_forward``/``_inverse`` are only the fused method's first output
-        cls._forward_is_derived = cls._stores_forward_ladj and cls._forward is Bijector._forward
-        cls._inverse_is_derived = cls._stores_inverse_ladj and cls._inverse is Bijector._inverse
+        cls._forward_is_derived = cls._writes_forward_fused and cls._forward is Bijector._forward
+        cls._inverse_is_derived = cls._writes_inverse_fused and cls._inverse is Bijector._inverse
         # A deferred pass is written for the maths of the class that wrote it: a subclass that
         # writes its own maths (and no deferred pass) defers as the base class does.
         if _defined_below(cls, "_forward_deferred", ("_forward_and_ladj", "_forward")):
@@ -391,6 +434,8 @@ class Bijector(LazyModule):
         if _defined_below(cls, "_inverse_deferred", ("_inverse_and_ladj", "_inverse")):
             cls._inverse_deferred = Bijector._inverse_deferred  # type: ignore[method-assign]
 
+    _writes_forward_fused = False
+    _writes_inverse_fused = False
     _stores_forward_ladj = False
     _stores_inverse_ladj = False
     _forward_is_derived = False
@@ -523,7 +568,7 @@ class Bijector(LazyModule):
         y = torch.zeros_like(x)
         with self._repeated_conditioner():
             for _ in range(max(int(self.shape.numel()), 1) - 1):
-                y = self._forward(x, self._params(y, context))
+                y = self._forward_intermediate(x, self._params(y, context))
             params = self._params(y, context)
         y, ladj, later = self._forward_pass(x, params, need_ladj, defer)
         return y, ladj, params, later
@@ -687,11 +732,39 @@ class Bijector(LazyModule):
         return s
 
 
-def _defined_below(cls: type, deferred: str, maths: tuple[str, ...]) -> bool:
-    """Whether ``cls`` inherits ``deferred`` from a class above the nearest one that writes any
-    of ``maths`` (a deferred pass written for other maths than the class's own)."""
+def _fused_from_deferred(
+    deferred: str,
+) -> Callable[[Bijector, torch.Tensor, Params], tuple[torch.Tensor, torch.Tensor]]:
+    """The fused method of a class that writes only the deferred pass ``deferred``."""
+
+    def fused(self: Bijector, value: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        out, later = getattr(self, deferred)(value, params)
+        if later is None:
+            raise TypeError(
+                f"{type(self).__name__}.{deferred} returned no later(): a class whose only maths "
+                f"is its deferred pass computes the log-det there (or writes _{deferred[1:-9]}_and_ladj)"
+            )
+        return out, later()
+
+    return fused
+
+
+def _value_from_deferred(deferred: str) -> Callable[[Bijector, torch.Tensor, Params], torch.Tensor]:
+    """The value-only method of a class that writes only the deferred pass ``deferred``: the pass,
+    whose ``later`` is never called."""
+
+    def value_only(self: Bijector, value: torch.Tensor, params: Params) -> torch.Tensor:
+        return _tensor_from(self, deferred, getattr(self, deferred)(value, params)[0])
+
+    return value_only
+
+
+def _defined_below(cls: type, method: str, maths: tuple[str, ...]) -> bool:
+    """Whether ``cls`` inherits ``method`` from a class above the nearest one that writes any
+    of ``maths`` (a deferred pass, or a value-only method, written for other maths than the
+    class's own)."""
     mro = cls.__mro__
-    where = next(i for i, k in enumerate(mro) if deferred in vars(k))
+    where = next(i for i, k in enumerate(mro) if method in vars(k))
     maths_at = next(i for i, k in enumerate(mro) if any(m in vars(k) for m in maths))
     return mro[where] is not Bijector and where > maths_at
 

@@ -10,7 +10,7 @@ from flowtorch.transformers import Transformer
 __all__ = ["ElementwiseBijector"]
 
 
-class ElementwiseBijector(Bijector):
+class ElementwiseBijector(Bijector, base=True):
     r"""A bijector :math:`y_i = g_{\theta_i}(x_i)` given by a :class:`~flowtorch.transformers.Transformer`.
 
     .. math:: \log|\det J| = \textstyle\sum_i \log g'_{\theta_i}(x_i).
@@ -50,8 +50,18 @@ class ElementwiseBijector(Bijector):
     def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transformer.inverse(y, params)
 
+    # the value alone: the deferred pass, whose log-derivative (a spline's) is left uncomputed
+    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return self.transformer.forward_deferred(x, params)[0]
+
+    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return self.transformer.inverse_deferred(y, params)[0]
+
+    def _forward_intermediate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return self.transformer.forward_intermediate(x, params)
+
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self.transformer.log_derivative(x, params)
+        return self.transformer.log_derivative(x, params, y)
 
     def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later | None]:
         return self.transformer.forward_deferred(x, params)
