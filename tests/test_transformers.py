@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import gc
 import math
+import weakref
 
 import pytest
 import torch
 
+import flowtorch
 import flowtorch.bijectors as bij
+from flowtorch.bijectors.monotonic import MonotoneBijector
+from flowtorch.nn import IntegrandNet
 from flowtorch.ops import soft_clamp
 from flowtorch.transformers import (
     AffineTransformer,
+    BernsteinTransformer,
     CircularSplineTransformer,
+    DeepSigmoidTransformer,
+    MonotoneTransformer,
+    SOSTransformer,
     SplineTransformer,
     Transformer,
+    UMNNTransformer,
 )
 
 F64 = torch.float64
@@ -23,6 +34,11 @@ TRANSFORMERS = {
     "spline[quadratic]": lambda: SplineTransformer(count_bins=5, bound=2.0),
     "spline[linear]": lambda: SplineTransformer(count_bins=4, bound=3.0, order="linear"),
     "circular": lambda: CircularSplineTransformer(count_bins=6, bound=math.pi),
+    "sos": lambda: SOSTransformer(count=2, degree=2),
+    "bernstein": lambda: BernsteinTransformer(degree=6, bound=2.0),
+    "bernstein[bisection]": lambda: BernsteinTransformer(degree=6, bound=2.0, solver="bisection"),
+    "umnn": lambda: UMNNTransformer(IntegrandNet(4, (8,), torch.nn.Tanh).double(), 4, nodes=16),
+    "deep-sigmoid": lambda: DeepSigmoidTransformer(hidden_units=5),
 }
 
 
@@ -50,9 +66,12 @@ def test_round_trip_and_log_derivative_against_autograd(name: str) -> None:
     (dy,) = torch.autograd.grad(y.sum(), x)  # elementwise: the derivative is the gradient of the sum
     torch.testing.assert_close(ladj.expand_as(x), dy.log())
     torch.testing.assert_close(t.log_derivative(x, params).expand_as(x), ladj.expand_as(x))
+    torch.testing.assert_close(t.log_derivative(x, params, y).expand_as(x), ladj.expand_as(x))
 
 
-@pytest.mark.parametrize("name", ["affine", "affine[additive]", "spline[quadratic]"])
+@pytest.mark.parametrize(
+    "name", ["affine", "affine[additive]", "spline[quadratic]", "bernstein", "deep-sigmoid"]
+)
 def test_all_zero_parameters_give_the_identity(name: str) -> None:
     """(The linear-rational spline and the circle's, whose ends are fixed, are not the identity
     at zero parameters.)"""
@@ -117,3 +136,63 @@ def test_the_base_transformer_names_what_to_write() -> None:
     with pytest.raises(NotImplementedError):
         t.inverse(torch.zeros(2), ())
     assert t.extra_repr() == ""
+
+
+def test_the_monotone_transformers_are_the_ones_the_monotone_bijectors_apply() -> None:
+    shape = torch.Size([2])
+    b = bij.NeuralAutoregressive(hidden_units=5)(shape=shape)
+    assert isinstance(b.transformer, DeepSigmoidTransformer) and b.hidden_units == 5
+    b = bij.SOSPolynomial(count=2, solver="bisection")(shape=shape)
+    assert isinstance(b.transformer, SOSTransformer) and (b.count, b.solver) == (2, "bisection")
+    assert isinstance(bij.Bernstein(degree=4)(shape=shape).transformer, BernsteinTransformer)
+    umnn = bij.UMNN(nodes=8)(shape=shape)
+    assert isinstance(umnn.transformer, UMNNTransformer) and umnn.transformer.integrand is umnn.integrand
+    # the integrand's parameters are the bijector's, and a copy applies its own copy
+    assert any(p is q for p in umnn.parameters() for q in umnn.integrand.parameters())
+    twin = copy.deepcopy(umnn)
+    assert twin.transformer.integrand is twin.integrand is not umnn.integrand
+
+
+class _Cubic(MonotoneTransformer):
+    """T(y) = b + y + a^2 y^3 / 3: closed form one way, a root solve the other."""
+
+    def param_shapes(self, shape: torch.Size) -> tuple[torch.Size, ...]:
+        return (shape, shape)
+
+    def transform(
+        self, y: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = params
+        return b + y + a.square() * y**3 / 3.0, torch.log1p(a.square() * y.square())
+
+
+class _CubicFlow(MonotoneBijector):
+    def __init__(self, params_fn=None, *, shape, context_shape=None):  # type: ignore[no-untyped-def]
+        self.transformer = _Cubic()
+        super().__init__(params_fn or flowtorch.parameters.Tensor(), shape=shape, context_shape=context_shape)
+
+
+def test_a_new_monotone_transformer_is_a_numerically_inverted_bijector() -> None:
+    """A user's map with only one closed-form direction: the root solve, its gradient, and the
+    cache (which must not store a log-det whose graph holds the output) come with the base."""
+    torch.manual_seed(0)
+    b = _CubicFlow(shape=torch.Size([3])).double()
+    for p in b.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    y, ladj = b.forward_and_ladj(x)
+    torch.testing.assert_close(b.inverse(y), x)
+    jac = torch.autograd.functional.jacobian(lambda v: b.forward(v).sum(0), x)  # (3, 5, 3)
+    diag = torch.stack([jac[:, i, :] for i in range(5)])  # (5, 3, 3), diagonal
+    torch.testing.assert_close(ladj, torch.linalg.slogdet(diag).logabsdet)
+    gc.disable()
+    try:
+        with flowtorch.BijectiveMode():
+            y = b.forward(x)
+            torch.testing.assert_close(b.log_abs_det_jacobian(x, y), ladj)
+            ref = weakref.ref(y)
+            del y
+            assert ref() is None, "a cache entry keeps its own output alive"
+    finally:
+        gc.enable()
+    assert not _CubicFlow.is_base and MonotoneBijector.is_base

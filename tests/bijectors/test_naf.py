@@ -13,16 +13,17 @@ import torch.nn.functional as F
 
 import flowtorch.distributions as dist
 import flowtorch.parameters as params
-from flowtorch.bijectors.naf import (
-    _MIN_SLOPE,
-    _SOFTPLUS_ONE,
-    BlockNeuralAutoregressive,
-    NeuralAutoregressive,
-    _deep_sigmoid,
-)
+from flowtorch.bijectors.naf import BlockNeuralAutoregressive, NeuralAutoregressive
 from flowtorch.bijectors.reverse import Reverse
 from flowtorch.core.compose import Compose
+from flowtorch.transformers import _MIN_SLOPE, _SOFTPLUS_ONE, DeepSigmoidTransformer
 from tests.case import perturb
+
+
+def _deep_sigmoid(y: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NAF's transformer T and its log-slope."""
+    return DeepSigmoidTransformer(hidden_units=params[0].shape[-1]).transform(y, params)
+
 
 S = torch.Size
 

@@ -1,17 +1,17 @@
-r"""Monotone polynomial and integral transformers, inverted numerically.
+r"""Monotone polynomial and integral flows, inverted numerically.
 
-Each bijector here is an elementwise, strictly increasing *transformer* :math:`T` with
-parameters from a conditioner. Following the papers, which use them for density estimation,
-:math:`T` maps the data side to the base side: ``inverse(y) = T(y)`` is closed form (or a
-fixed quadrature) and parallel, and ``log_prob`` costs one pass. ``forward`` (sampling) solves
-:math:`T(y) = x` numerically for the whole batch at once: a bracket
-:math:`T(\mathrm{lo}) \le x \le T(\mathrm{hi})` found by expansion from :math:`[x - 1, x + 1]`, then
-safeguarded Newton steps (``solver="newton"``, the default) or bisection (``"bisection"``) until
-the step is within ``tol * (1 + |y|)`` (default ``tol``: 16 machine epsilons of the dtype), or
-``max_iter`` iterations; a last Newton step carries the implicit-function gradient
-(:func:`flowtorch.ops.numerical.attach_root_gradient`). Round trips are tested to ``1e-9`` in
-float64 and ``1e-4`` in float32. ``Invert(...)`` swaps the costs (sampling closed form,
-density numerical).
+Each bijector here applies an elementwise, strictly increasing *transformer* :math:`T` (a
+:class:`~flowtorch.transformers.MonotoneTransformer`) with parameters from a conditioner.
+Following the papers, which use them for density estimation, :math:`T` maps the data side to the
+base side: ``inverse(y) = T(y)`` is closed form (or a fixed quadrature) and parallel, and
+``log_prob`` costs one pass. ``forward`` (sampling) solves :math:`T(y) = x` numerically for the
+whole batch at once: a bracket :math:`T(\mathrm{lo}) \le x \le T(\mathrm{hi})` found by expansion
+from :math:`[x - 1, x + 1]`, then safeguarded Newton steps (``solver="newton"``, the default) or
+bisection (``"bisection"``) until the step is within ``tol * (1 + |y|)`` (default ``tol``: 16
+machine epsilons of the dtype), or ``max_iter`` iterations; a last Newton step carries the
+implicit-function gradient (:func:`flowtorch.ops.numerical.attach_root_gradient`). Round trips are
+tested to ``1e-9`` in float64 and ``1e-4`` in float32. ``Invert(...)`` swaps the costs (sampling
+closed form, density numerical).
 
 With an autoregressive conditioner (``SOSPolynomial`` and ``UMNN`` by default) the conditioner
 reads the data side (MAF direction, ``conditioned_on_output = True``): density evaluation is one
@@ -20,124 +20,69 @@ parallel pass; sampling takes :math:`D` passes, each a numerical elementwise inv
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.core.bijector import Bijector, Costs, Later, Params
+from flowtorch.core.bijector import Conditioner, Costs
+from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.nn.integrand import IntegrandNet
-from flowtorch.ops.numerical import (
-    attach_root_gradient,
-    bisect_monotone,
-    newton_monotone,
-    quadrature,
-    quadrature_rule,
-)
 from flowtorch.parameters import DenseAutoregressive, Tensor
+from flowtorch.transformers import (
+    SOLVERS,
+    BernsteinTransformer,
+    MonotoneTransformer,
+    SOSTransformer,
+    UMNNTransformer,
+)
 
-__all__ = ["UMNN", "Bernstein", "SOSPolynomial"]
-
-SOLVERS = ("newton", "bisection")
-
-
-class _Monotone(Bijector):
-    """An elementwise increasing transformer ``x = T(y; params)``: ``inverse`` evaluates it, ``forward``
-    solves it numerically (see the module docstring). Subclasses write ``_transform``."""
-
-    def __init__(
-        self,
-        params_fn: Any = None,
-        *,
-        shape: torch.Size | tuple[int, ...],
-        context_shape: torch.Size | tuple[int, ...] | None = None,
-        solver: str = "newton",
-        tol: float | None = None,
-        max_iter: int = 100,
-    ) -> None:
-        name = type(self).__name__
-        if solver not in SOLVERS:
-            raise ValueError(f"{name}: solver must be one of {SOLVERS}, got {solver!r}")
-        if tol is not None and not tol > 0:
-            raise ValueError(f"{name}: tol must be positive, got {tol}")
-        self.solver = solver
-        self.tol = None if tol is None else float(tol)
-        self.max_iter = integer_at_least(max_iter, f"{name}: max_iter")
-        super().__init__(params_fn, shape=shape, context_shape=context_shape)
-
-    def _transform(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T(y), log T'(y))``, elementwise."""
-        raise NotImplementedError
-
-    def _solve(self, x: torch.Tensor, params: Params, strict: bool) -> torch.Tensor:
-        """The root ``y`` of ``T(y) = x``, without gradient (NaN where ``not strict`` and unbracketed)."""
-        target = x.detach()
-        lower, upper = target - 1.0, target + 1.0
-        options: dict[str, Any] = dict(atol=self.tol, rtol=self.tol, max_iter=self.max_iter, strict=strict)
-        if self.solver == "bisection":
-            return bisect_monotone(lambda v: self._transform(v, params)[0], target, lower, upper, **options)
-
-        def value_and_slope(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            value, log_slope = self._transform(v, params)
-            return value, log_slope.exp()
-
-        return newton_monotone(value_and_slope, target, lower, upper, initial=target, **options)
-
-    def _solve_with_gradient(self, x: torch.Tensor, params: Params, strict: bool) -> torch.Tensor:
-        root = self._solve(x, params, strict)
-        if strict:
-            value, log_slope = self._transform(root, params)
-            return attach_root_gradient(root, value, log_slope.exp(), x)
-        # elements without a root (possible only in the intermediate passes of an autoregressive
-        # forward, whose not-yet-exact dims may give a conditioner extreme inputs) keep x: finite
-        # and moderate, so that no NaN reaches the conditioner or its gradients
-        failed = torch.isnan(root)
-        root = torch.where(failed, x.detach(), root)
-        value, log_slope = self._transform(root, params)
-        slope = torch.where(failed, torch.ones_like(log_slope), log_slope.exp())
-        return torch.where(failed, x, attach_root_gradient(root, value, slope, x))
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._solve_with_gradient(x, params, True)
-
-    def _sequential_forward(
-        self, x: torch.Tensor, context: torch.Tensor | None, need_ladj: bool, defer: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, Params, Later | None]:
-        # As the base class's, except that the intermediate passes tolerate elements without a
-        # root: their values are discarded by later passes, the final pass is strict.
-        y = torch.zeros_like(x)
-        with self._repeated_conditioner():
-            for _ in range(max(int(self.shape.numel()), 1) - 1):
-                y = self._solve_with_gradient(x, self._params(y, context), False)
-            params = self._params(y, context)
-        y, ladj, later = self._forward_pass(x, params, need_ladj, defer)
-        return y, ladj, params, later
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._transform(y, params)[0]
-
-    def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return -self._transform(y, params)[1]
-
-    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        x, log_slope = self._transform(y, params)
-        return x, -log_slope
-
-    def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
-        # the transform gives its log-slope with its value: keep it
-        x, log_slope = self._transform(y, params)
-        return x, lambda: -log_slope
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, solver={self.solver!r}"
+__all__ = ["SOLVERS", "UMNN", "Bernstein", "MonotoneBijector", "SOSPolynomial"]
 
 
-class SOSPolynomial(_Monotone):
+class MonotoneBijector(ElementwiseBijector, base=True):
+    """The family base: an elementwise bijector applying a
+    :class:`~flowtorch.transformers.MonotoneTransformer` (closed form in ``inverse``, a root solve
+    in ``forward``). Subclasses set ``self.transformer`` before calling ``super().__init__``.
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.bijectors.monotonic import MonotoneBijector
+        >>> from flowtorch.parameters import Tensor
+        >>> from flowtorch.transformers import DeepSigmoidTransformer
+        >>> class DeepSigmoid(MonotoneBijector):  # one deep-sigmoid map per element
+        ...     def __init__(self, params_fn=Tensor(), *, shape, context_shape=None):
+        ...         self.transformer = DeepSigmoidTransformer(hidden_units=4)
+        ...         super().__init__(params_fn, shape=shape, context_shape=context_shape)
+        >>> b = DeepSigmoid(shape=torch.Size([2]))
+        >>> y = torch.randn(5, 2)
+        >>> x = b.inverse(y)  # closed form
+        >>> torch.allclose(b.forward(x), y, atol=1e-4), b.log_abs_det_jacobian(x, y).shape
+        (True, torch.Size([5]))
+    """
+
+    transformer: MonotoneTransformer
+    forward_ladj_reads_output = True  # the log-derivative of a root solve is T's at the root
+
+    @property
+    def solver(self) -> str:
+        """``"newton"`` or ``"bisection"``: the numerical inverse of ``forward``."""
+        return self.transformer.solver
+
+    @property
+    def tol(self) -> float | None:
+        """The tolerance of the numerical inverse (``None``: 16 machine epsilons of the dtype)."""
+        return self.transformer.tol
+
+    @property
+    def max_iter(self) -> int:
+        """The iterations of the numerical inverse."""
+        return self.transformer.max_iter
+
+
+class SOSPolynomial(MonotoneBijector):
     r"""Sum-of-squares polynomial flow: an autoregressive, strictly increasing polynomial transformer.
 
     For each dim, with coefficients :math:`a_{k,l}(y_{<i})` and offset :math:`\beta(y_{<i})` from the
@@ -185,11 +130,11 @@ class SOSPolynomial(_Monotone):
     )
 
     conditioned_on_output = True
-    _antidiagonals: torch.Tensor
+    transformer: SOSTransformer
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -201,45 +146,30 @@ class SOSPolynomial(_Monotone):
         max_iter: int = 100,
     ) -> None:
         nonscalar_event("SOSPolynomial", shape)
-        self.count = integer_at_least(count, "SOSPolynomial: count")
-        self.degree = integer_at_least(degree, "SOSPolynomial: degree", 0)
-        if not min_slope > 0:
-            raise ValueError(f"SOSPolynomial: min_slope must be positive, got {min_slope}")
-        self.min_slope = float(min_slope)
+        self.transformer = SOSTransformer(count, degree, min_slope, solver, tol, max_iter, "SOSPolynomial")
         super().__init__(
             Plan(DenseAutoregressive) if params_fn is None else params_fn,
             shape=shape,
             context_shape=context_shape,
-            solver=solver,
-            tol=tol,
-            max_iter=max_iter,
         )
-        r = self.degree
-        ell = torch.arange(r + 1)
-        sums = (ell[:, None] + ell[None, :])[..., None] == torch.arange(2 * r + 1)
-        self.register_buffer("_antidiagonals", sums.to(torch.get_default_dtype()), persistent=False)
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        return (torch.Size((*self.shape, self.count, self.degree + 1)), self.shape)
+    @property
+    def count(self) -> int:
+        """:math:`K`, the number of squared polynomials."""
+        return self.transformer.count
 
-    def _transform(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        a, beta = params
-        r = self.degree
-        coeffs = torch.cat([a[..., :1] + 1.0, a[..., 1:]], dim=-1)  # (..., K, r + 1)
-        exponents = torch.arange(2 * r + 2, dtype=y.dtype, device=y.device)
-        powers = y[..., None] ** exponents  # y^0 .. y^(2r+1)
-        q = (coeffs * powers[..., None, : r + 1]).sum(-1)  # (..., K)
-        slope = q.square().mean(-1) + self.min_slope
-        products = (coeffs[..., :, None] * coeffs[..., None, :]).mean(-3)  # (..., r + 1, r + 1)
-        c = (products[..., None] * self._antidiagonals.to(y.dtype)).sum((-3, -2))  # (..., 2r + 1)
-        integral = (c * powers[..., 1:] / exponents[1:]).sum(-1)
-        return beta + self.min_slope * y + integral, slope.log()
+    @property
+    def degree(self) -> int:
+        """:math:`r`, the degree of each polynomial."""
+        return self.transformer.degree
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, count={self.count}, degree={self.degree}"
+    @property
+    def min_slope(self) -> float:
+        """:math:`\\epsilon`, the lower bound on :math:`T'`."""
+        return self.transformer.min_slope
 
 
-class Bernstein(_Monotone):
+class Bernstein(MonotoneBijector):
     r"""Bernstein-polynomial transformer, elementwise, with linear extrapolation outside ``[-B, B]``.
 
     With :math:`u = (y + B) / (2B)` and increasing coefficients
@@ -291,9 +221,12 @@ class Bernstein(_Monotone):
         reference="Sick et al. 2020; Ramasinghe et al. 2021",
     )
 
+    sign = 1  # increasing, elementwise
+    transformer: BernsteinTransformer
+
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -303,52 +236,25 @@ class Bernstein(_Monotone):
         tol: float | None = None,
         max_iter: int = 100,
     ) -> None:
-        self.degree = integer_at_least(degree, "Bernstein: degree")
-        if not bound > 0:
-            raise ValueError(f"Bernstein: bound must be positive, got {bound}")
-        self.bound = float(bound)
-        self._shift = math.log(math.expm1(2.0 * self.bound / self.degree))
+        self.transformer = BernsteinTransformer(degree, bound, solver, tol, max_iter, "Bernstein")
         super().__init__(
             Plan(Tensor) if params_fn is None else params_fn,
             shape=shape,
             context_shape=context_shape,
-            solver=solver,
-            tol=tol,
-            max_iter=max_iter,
         )
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        return (torch.Size((*self.shape, self.degree + 1)),)
+    @property
+    def degree(self) -> int:
+        """:math:`M`, the polynomial degree."""
+        return self.transformer.degree
 
-    def _transform(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        (raw,) = params
-        m, b = self.degree, self.bound
-        increments = F.softplus(raw[..., 1:] + self._shift)  # (..., M)
-        theta = torch.cumsum(torch.cat([raw[..., :1] - b, increments], dim=-1), dim=-1)
-        inside = (y > -b) & (y < b)
-        yc = torch.where(inside, y, y.detach().clamp(-b, b))  # the bounds belong to the linear tails
-        tiny = torch.finfo(y.dtype).tiny
-        log_2b = math.log(2.0 * b)
-        log_u = torch.log((yc + b).clamp_min(tiny))[..., None] - log_2b
-        log_1mu = torch.log((b - yc).clamp_min(tiny))[..., None] - log_2b
-        value = (theta * _log_bernstein_basis(m, log_u, log_1mu).exp()).sum(-1)
-        log_slope = math.log(m / (2.0 * b)) + torch.logsumexp(
-            increments.log() + _log_bernstein_basis(m - 1, log_u, log_1mu), dim=-1
-        )
-        return value + log_slope.exp() * (y - yc), log_slope
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, degree={self.degree}, bound={self.bound}"
+    @property
+    def bound(self) -> float:
+        """:math:`B`, the half-width of the polynomial's interval."""
+        return self.transformer.bound
 
 
-def _log_bernstein_basis(degree: int, log_u: torch.Tensor, log_1mu: torch.Tensor) -> torch.Tensor:
-    r""":math:`\log \binom{M}{k} + k \log u + (M - k) \log(1 - u)` for :math:`k = 0..M` (last dim)."""
-    k = torch.arange(degree + 1, dtype=log_u.dtype, device=log_u.device)
-    log_binom = math.lgamma(degree + 1) - torch.lgamma(k + 1) - torch.lgamma(degree - k + 1)
-    return log_binom + k * log_u + (degree - k) * log_1mu
-
-
-class UMNN(_Monotone):
+class UMNN(MonotoneBijector):
     r"""Unconstrained monotonic neural network transformer: the integral of a positive network.
 
     For each dim, with an embedding :math:`h(y_{<i})` and offset :math:`\beta(y_{<i})` from an
@@ -399,10 +305,11 @@ class UMNN(_Monotone):
     )
 
     conditioned_on_output = True
+    transformer: UMNNTransformer
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -423,34 +330,23 @@ class UMNN(_Monotone):
         for h in hidden:
             integer_at_least(h, "UMNN: every hidden dim")
         self.hidden_dims = hidden
-        quadrature_rule(rule, nodes)  # checks rule and nodes
-        self.nodes = nodes
-        self.rule = rule
+        self.transformer = UMNNTransformer(
+            None, self.embedding_dim, nodes, rule, solver, tol, max_iter, "UMNN"
+        )
         super().__init__(
             Plan(DenseAutoregressive) if params_fn is None else params_fn,
             shape=shape,
             context_shape=context_shape,
-            solver=solver,
-            tol=tol,
-            max_iter=max_iter,
         )
-        self.integrand = IntegrandNet(self.embedding_dim, hidden, nonlinearity)
+        # registered here (its parameters are the bijector's), applied by the transformer
+        self.integrand = self.transformer.integrand = IntegrandNet(self.embedding_dim, hidden, nonlinearity)
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        return (torch.Size((*self.shape, self.embedding_dim)), self.shape)
+    @property
+    def nodes(self) -> int:
+        """The number of quadrature nodes."""
+        return self.transformer.nodes
 
-    def _transform(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        h, beta = params
-
-        def g(t: torch.Tensor) -> torch.Tensor:
-            return F.elu(self.integrand(t, h)) + 1.0
-
-        integral = quadrature(
-            g, torch.zeros((), dtype=y.dtype, device=y.device), y, n=self.nodes, rule=self.rule
-        )
-        z = self.integrand(y[..., None], h)[..., 0]
-        log_g = torch.where(z > 0, torch.log1p(z.clamp_min(0)), z.clamp_max(0))  # log(ELU(z) + 1)
-        return beta + integral, log_g
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, nodes={self.nodes}, rule={self.rule!r}"
+    @property
+    def rule(self) -> str:
+        """The quadrature rule."""
+        return self.transformer.rule

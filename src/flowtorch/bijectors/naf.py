@@ -10,33 +10,33 @@ costs. Round trips are tested to ``1e-9`` in float64 and ``1e-4`` in float32.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowtorch.bijectors.monotonic import SOLVERS, _Monotone
-from flowtorch.core.bijector import Bijector, Costs, Later, Params
+from flowtorch.bijectors.monotonic import MonotoneBijector
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Later, Params
 from flowtorch.core.compat import is_compiling
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.ops.numerical import bisect_monotone, newton_monotone, refuse_second_order
 from flowtorch.parameters import DenseAutoregressive, Tensor
+from flowtorch.transformers import SOLVERS, DeepSigmoidTransformer
 
 __all__ = ["BlockNeuralAutoregressive", "NeuralAutoregressive"]
 
 _LOG2 = math.log(2.0)
 
 
-class NeuralAutoregressive(_Monotone):
+class NeuralAutoregressive(MonotoneBijector):
     r"""Neural autoregressive flow with a deep sigmoidal (DSF) transformer.
 
     For each dim, pseudo-parameters :math:`(\tilde a, b, \tilde w) \in \mathbb{R}^{3K}` of
     :math:`y_{<i}` (and the context) come from a MADE conditioner, and with
     :math:`a = a_{\min} + \operatorname{softplus}(\tilde a + s)` (:math:`a_{\min} = 10^{-3}`, and
     :math:`s` such that :math:`a = 1` at :math:`\tilde a = 0`), :math:`w = \operatorname{softmax}(\tilde w)`,
-    :math:`u_k = a_k y + b_k`,
+    :math:`u_k = a_k y + b_k` (:class:`~flowtorch.transformers.DeepSigmoidTransformer`),
 
     .. math::
 
@@ -92,10 +92,11 @@ class NeuralAutoregressive(_Monotone):
     )
 
     conditioned_on_output = True
+    transformer: DeepSigmoidTransformer
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -105,44 +106,17 @@ class NeuralAutoregressive(_Monotone):
         max_iter: int = 100,
     ) -> None:
         nonscalar_event("NeuralAutoregressive", shape)
-        self.hidden_units = integer_at_least(hidden_units, "NeuralAutoregressive: hidden_units")
+        self.transformer = DeepSigmoidTransformer(hidden_units, solver, tol, max_iter, "NeuralAutoregressive")
         super().__init__(
             Plan(DenseAutoregressive) if params_fn is None else params_fn,
             shape=shape,
             context_shape=context_shape,
-            solver=solver,
-            tol=tol,
-            max_iter=max_iter,
         )
 
-    def param_shapes(self) -> tuple[torch.Size, ...]:
-        s = torch.Size((*self.shape, self.hidden_units))
-        return (s, s, s)
-
-    def _transform(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return _deep_sigmoid(y, *params)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, hidden_units={self.hidden_units}"
-
-
-#: the smallest slope a of a DSF sigmoid: keeps the map's tails strictly increasing
-_MIN_SLOPE = 1e-3
-_SOFTPLUS_ONE = math.log(math.expm1(1.0 - _MIN_SLOPE))  # _MIN_SLOPE + softplus(_SOFTPLUS_ONE) == 1
-
-
-def _deep_sigmoid(
-    y: torch.Tensor, a_raw: torch.Tensor, b: torch.Tensor, w_raw: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DSF transformer and its log-derivative; parameters have a trailing dim of size K."""
-    a = _MIN_SLOPE + F.softplus(a_raw + _SOFTPLUS_ONE)
-    log_w = torch.log_softmax(w_raw, dim=-1)
-    u = a * y[..., None] + b
-    log_s, log_1ms = F.logsigmoid(u), F.logsigmoid(-u)
-    log_h = torch.logsumexp(log_w + log_s, dim=-1)
-    log_1mh = torch.logsumexp(log_w + log_1ms, dim=-1)
-    log_dh = torch.logsumexp(log_w + a.log() + log_s + log_1ms, dim=-1)
-    return log_h - log_1mh, log_dh - log_h - log_1mh
+    @property
+    def hidden_units(self) -> int:
+        """:math:`K`, the number of sigmoids per dim."""
+        return self.transformer.hidden_units
 
 
 class BlockNeuralAutoregressive(Bijector):
@@ -207,7 +181,7 @@ class BlockNeuralAutoregressive(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
