@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch.distributions import constraints
 
-from flowtorch.bijectors.linear import _LU, Permutation
-from flowtorch.core.bijector import Costs
+from flowtorch.bijectors.linear import LUBijector, Permutation
+from flowtorch.core.bijector import Conditioner, Costs
 
 __all__ = ["Invertible1x1Conv"]
 
 
-class Invertible1x1Conv(_LU):
+class Invertible1x1Conv(LUBijector):
     r"""Glow's invertible 1x1 convolution: the same channel-mixing matrix at every pixel.
 
     For an event :math:`x` of shape ``(C, H, W)``,
@@ -66,7 +66,7 @@ class Invertible1x1Conv(_LU):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

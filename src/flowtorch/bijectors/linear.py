@@ -2,7 +2,7 @@
 
 Both keep their learnable parameters on the bijector itself and take no conditioner, so they
 take no context either (inside a conditional ``Compose`` they are simply called without one).
-The LU maths lives in the private base class :class:`_LU`, shared with
+The LU maths lives in the family base :class:`LUBijector`, shared with
 :class:`~flowtorch.bijectors.conv.Invertible1x1Conv`.
 """
 
@@ -18,20 +18,20 @@ from torch import nn
 from torch.distributions import constraints
 from typing_extensions import Self
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params
 from flowtorch.core.validation import integer_at_least
 
-__all__ = ["Householder", "LULinear"]
+__all__ = ["Householder", "LUBijector", "LULinear", "Permutation"]
 
 Permutation = Union[torch.Tensor, Sequence[int], Literal["identity"], None]
 
 
-#: What the eval-mode cache of ``_LU`` holds: the tensors W depends on, copies of their values,
+#: What the eval-mode cache of ``LUBijector`` holds: the tensors W depends on, copies of their values,
 #: and W^-1.
 _InverseCache = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]
 
 
-def _no_conditioner(name: str, params_fn: Any) -> None:
+def _no_conditioner(name: str, params_fn: object) -> None:
     if params_fn is not None:
         raise TypeError(
             f"{name} keeps its learnable parameters on itself and takes no conditioner "
@@ -53,12 +53,33 @@ def _permutation(permutation: Permutation, n: int, name: str) -> torch.Tensor:
     return perm
 
 
-class _LU(Bijector):
+class LUBijector(Bijector, base=True):
     r"""Shared maths of the LU-parametrised linear maps :math:`W = P L (U + \mathrm{diag}(d))`.
 
     The mixed dim is event dim ``-_mix_from_end`` (1: the last dim; 3: the channel dim of a
     ``(C, H, W)`` event); every other dim is mapped independently. Subclasses set
-    ``_mix_from_end`` and the class-level ``domain``.
+    ``_mix_from_end`` and the class-level ``domain``; :class:`LULinear` and
+    :class:`~flowtorch.bijectors.Invertible1x1Conv` are the two in flowtorch.
+
+    Args:
+        permutation: :math:`P` as a permutation of the mixed dim, ``None`` (default) for a random
+            one drawn at build time, or ``"identity"``.
+        identity_init: start from :math:`L = I, U = 0, d = 1` (default); otherwise the strict
+            triangles are drawn at random.
+        diag_activation: ``"softplus"`` (default) or ``"exp"``, which makes :math:`d` positive.
+        min_diag: added to the diagonal; default ``1e-3`` for softplus, ``0`` for exp.
+        bias: learn a shift (default ``True``).
+
+    Example:
+        >>> import torch
+        >>> from flowtorch.bijectors.linear import LUBijector
+        >>> class MixLast(LUBijector):  # mixes the last event dim, as LULinear does
+        ...     pass
+        >>> b = MixLast(shape=torch.Size([3]), identity_init=False)
+        >>> x = torch.randn(4, 3)
+        >>> y, ladj = b.forward_and_ladj(x)
+        >>> torch.allclose(b.inverse(y), x, atol=1e-5), ladj.shape
+        (True, torch.Size([4]))
     """
 
     _mix_from_end = 1
@@ -70,7 +91,7 @@ class _LU(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -259,7 +280,7 @@ class _LU(Bijector):
         )
 
 
-class LULinear(_LU):
+class LULinear(LUBijector):
     r"""Dense invertible linear map of the last event dim, parametrised by its LU decomposition.
 
     .. math::
@@ -358,7 +379,7 @@ class Householder(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
