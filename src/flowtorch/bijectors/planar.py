@@ -11,13 +11,12 @@ Radial flows, from the same paper, are in :mod:`flowtorch.bijectors.radial`.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Later, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import vector_event
 from flowtorch.ops.numerical import newton_monotone
@@ -128,7 +127,7 @@ class Planar(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -157,17 +156,11 @@ class Planar(Bijector):
         th = torch.tanh(a)
         return torch.log1p(p * (1.0 - th * th)).squeeze(-1)
 
-    # the forward maths is written once, in _forward_deferred
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._forward_deferred(x, params)[0]
-
+    # the forward maths is written once, in _forward_deferred: the base class derives the
+    # fused and the value-only methods from it
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         _, w, b, p = self._parts(params)
         return self._ladj(p, (x * w).sum(-1, keepdim=True) + b)
-
-    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        y, later = self._forward_deferred(x, params)
-        return y, later()
 
     def _forward_deferred(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
         u_hat, w, b, p = self._parts(params)
@@ -188,13 +181,6 @@ class Planar(Bijector):
             th = torch.tanh(a)
             a = a - (a + p * th - s) / (1.0 + p * (1.0 - th * th))
         return y - u_hat * torch.tanh(a), a, p
-
-    def _inverse(self, y: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._solve(y, params)[0]
-
-    def _inverse_and_ladj(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        x, a, p = self._solve(y, params)
-        return x, self._ladj(p, a)
 
     def _inverse_deferred(self, y: torch.Tensor, params: Params) -> tuple[torch.Tensor, Later]:
         x, a, p = self._solve(y, params)

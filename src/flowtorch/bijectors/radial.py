@@ -3,13 +3,11 @@ vector event. The inverse reduces to a quadratic in the radius, solved in closed
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Later, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import vector_event
 from flowtorch.parameters import Tensor
@@ -51,7 +49,7 @@ class Radial(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -75,14 +73,8 @@ class Radial(Bijector):
         h = 1.0 / (alpha + r)
         return (self.shape[0] - 1) * torch.log1p(beta * h) + torch.log1p(alpha * beta * h * h)
 
-    # the forward maths is written once, in _forward_deferred
-    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        y, later = self._forward_deferred(x, params)
-        return y, later()
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._forward_deferred(x, params)[0]
-
+    # the forward maths is written once, in _forward_deferred: the base class derives the
+    # fused and the value-only methods from it
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         x0, alpha, beta = self._parts(params)
         return self._ladj(alpha, beta, torch.linalg.vector_norm(x - x0, dim=-1))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.distributions import constraints
 
 from flowtorch.bijectors.planar import solve_shifted_tanh
-from flowtorch.core.bijector import Bijector, Costs, Later, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Later, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.core.validation import integer_at_least, vector_event
@@ -90,7 +88,7 @@ class Sylvester(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -182,14 +180,8 @@ class Sylvester(Bijector):
         return torch.log1p((1.0 - th * th) * diag).sum(-1)
 
     # ------------------------------------------------------------------ the maths
-    # the forward maths is written once, in _forward_deferred
-    def _forward_and_ladj(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        y, later = self._forward_deferred(x, params)
-        return y, later()
-
-    def _forward(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return self._forward_deferred(x, params)[0]
-
+    # the forward maths is written once, in _forward_deferred: the base class derives the
+    # fused and the value-only methods from it
     def _log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
         r, s, b, q = self._parts(params)
         return self._ladj(r, s, self._matvec(s, self._down(x, q)) + b)
