@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params
 from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
@@ -55,7 +54,7 @@ class Affine(ElementwiseBijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -90,7 +89,7 @@ class Affine(ElementwiseBijector):
         """The upper bound of the log-scale."""
         return self.transformer.log_scale_max_clip
 
-    def _default_params(self) -> Any:
+    def _default_params(self) -> Conditioner:
         return Plan(Tensor)
 
 
@@ -131,7 +130,7 @@ class AffineAutoregressive(Affine):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -149,7 +148,7 @@ class AffineAutoregressive(Affine):
             sigmoid_bias=sigmoid_bias,
         )
 
-    def _default_params(self) -> Any:
+    def _default_params(self) -> Conditioner:
         return Plan(DenseAutoregressive)
 
 
@@ -176,7 +175,7 @@ class AffineFixed(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

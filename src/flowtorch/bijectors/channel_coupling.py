@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Params, build
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params, build
 from flowtorch.core.lazy import Plan
 from flowtorch.parameters.conv_coupling import ConvCoupling
 from flowtorch.transformers import AffineTransformer
@@ -72,7 +70,7 @@ class ChannelAffineCoupling(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

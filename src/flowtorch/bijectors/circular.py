@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Costs
+from flowtorch.core.bijector import Conditioner, Costs
 from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.parameters import Tensor
@@ -56,7 +55,7 @@ class CircularSpline(ElementwiseBijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

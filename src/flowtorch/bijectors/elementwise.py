@@ -8,13 +8,12 @@ safely); the base class derives the rest.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params
 
 __all__ = ["ELU", "Exp", "LeakyReLU", "Power", "Sigmoid", "Softplus", "Tanh"]
 
@@ -198,7 +197,7 @@ class LeakyReLU(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -242,7 +241,7 @@ class Power(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params
 from flowtorch.core.lazy import Plan
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.core.validation import integer_at_least, nonscalar_event
@@ -84,7 +84,7 @@ class FFJORD(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

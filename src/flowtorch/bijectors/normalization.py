@@ -11,13 +11,12 @@ itself and take no conditioner, so they take no context.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params
 
 __all__ = ["ActNorm", "BatchNorm"]
 
@@ -33,7 +32,7 @@ class _FeatureWise(Bijector):
 
     def __init__(
         self,
-        params_fn: Any,
+        params_fn: Conditioner | None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None,
@@ -140,7 +139,7 @@ class ActNorm(_FeatureWise):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -275,7 +274,7 @@ class BatchNorm(_FeatureWise):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

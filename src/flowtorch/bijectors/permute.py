@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params
 
 __all__ = ["Permute"]
 
@@ -43,7 +42,7 @@ class Permute(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

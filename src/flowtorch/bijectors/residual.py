@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import constraints
 
-from flowtorch.core.bijector import Bijector, Costs, Params
+from flowtorch.core.bijector import Bijector, Conditioner, Costs, Params
 from flowtorch.core.shapes import broadcast_shapes
 from flowtorch.core.validation import integer_at_least, vector_event
 from flowtorch.nn.spectral import SpectralNormLinear
@@ -227,7 +227,7 @@ class ResidualFlow(Bijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -509,7 +509,7 @@ class InvertibleResNet(ResidualFlow):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,

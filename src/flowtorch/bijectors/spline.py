@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from flowtorch.core.bijector import Costs
+from flowtorch.core.bijector import Conditioner, Costs
 from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import nonscalar_event
@@ -67,7 +65,7 @@ class Spline(ElementwiseBijector):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -105,7 +103,7 @@ class Spline(ElementwiseBijector):
         """``"quadratic"`` or ``"linear"``."""
         return self.transformer.order
 
-    def _default_params(self) -> Any:
+    def _default_params(self) -> Conditioner:
         return Plan(Tensor)
 
     def extra_repr(self) -> str:
@@ -147,7 +145,7 @@ class SplineAutoregressive(Spline):
 
     def __init__(
         self,
-        params_fn: Any = None,
+        params_fn: Conditioner | None = None,
         *,
         shape: torch.Size | tuple[int, ...],
         context_shape: torch.Size | tuple[int, ...] | None = None,
@@ -165,5 +163,5 @@ class SplineAutoregressive(Spline):
             order=order,
         )
 
-    def _default_params(self) -> Any:
+    def _default_params(self) -> Conditioner:
         return Plan(DenseAutoregressive)
