@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import re
@@ -325,6 +326,19 @@ def test_the_readmes_layout_matches_the_package() -> None:
     families = {p.stem for p in (package / "bijectors").glob("*.py") if not p.name.startswith("_")}
     missing = sorted(m for m in families - _BIJECTOR_SHIMS if f"`{m}`" not in row)
     assert not missing, f"the bijectors row of the README lacks the family modules {missing}"
+    # the shims: each is named in the section and holds nothing but a docstring and re-exports
+    shims = [package / f"{m}.py" for m in _SHIMS] + [
+        package / "bijectors" / f"{m}.py" for m in _BIJECTOR_SHIMS
+    ]
+    for path in shims:
+        assert f"`{path.stem}`" in section or f"`.{path.stem}`" in section or f".{path.stem}`" in section, (
+            path
+        )
+        tree = ast.parse(path.read_text())
+        body = tree.body[1:] if ast.get_docstring(tree) else tree.body
+        assert body and all(isinstance(node, ast.ImportFrom) for node in body), (
+            f"{path} is more than re-exports"
+        )
 
 
 def test_typecheck_exceptions_are_few_and_say_why() -> None:
