@@ -12,7 +12,8 @@ Usage (from the repository root)::
 
 The workloads: a training step (``log_prob`` and backward) of a 5-layer MAF, NSF and RealNVP at
 D = 8, batch 512, MADE (64, 64); an IAF VI step by ``rsample_and_log_prob``; and the same step as
-sample-then-score inside ``BijectiveMode``. One torch thread.
+sample-then-score inside ``BijectiveMode``; a 3-layer NAF's training step and sampling (a root
+solve a layer); and an 8-layer planar flow's VI step. One torch thread.
 """
 
 from __future__ import annotations
@@ -66,6 +67,23 @@ def vi_mode():
 
 bench("IAF rsample_and_log_prob + backward", vi)
 bench("IAF sample-then-score in the mode", vi_mode)
+
+# the numerically inverted and the planar families: a root solve a layer when sampling
+import flowtorch.bijectors as bij
+import flowtorch.parameters as params
+naf = dist.Flow(base, bij.Compose([
+    bij.NeuralAutoregressive(params.DenseAutoregressive(hidden_dims=(64, 64))) for _ in range(3)
+]))
+bench("NAF log_prob + backward", lambda: (-naf.log_prob(x).mean()).backward())
+with torch.no_grad():
+    bench("NAF rsample (root solves)", lambda: naf.rsample((B,)), n=10)
+planar = dist.Flow(base, bij.Compose([bij.Planar() for _ in range(8)]))
+
+def planar_vi():
+    _, log_q = planar.rsample_and_log_prob((B,))
+    log_q.mean().backward()
+
+bench("Planar x8 rsample_and_log_prob + backward", planar_vi)
 print(json.dumps(out))
 """
 
