@@ -143,7 +143,7 @@ SBIBM_NEEDS = ("pyro-ppl", "pandas", "scikit-learn", "autograd", "future", "jobl
 
 
 @nox.session(python="3.11")
-@nox.parametrize("side", ["reference", "flowtorch"])
+@nox.parametrize("side", ["reference", "flowtorch"], ids=["reference", "flowtorch"])
 def sbibm(session: nox.Session, side: str) -> None:
     """NPE on sbibm's tasks (``benchmarks/sbibm_npe.py``, not part of CI): ``reference`` runs sbibm's
     own NPE runner with sbi 0.21.0 and saves its simulations, ``flowtorch`` then trains flowtorch's

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import re
@@ -21,6 +22,7 @@ import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -362,3 +364,50 @@ def test_typecheck_exceptions_are_few_and_say_why() -> None:
     bare = snippets.Block(blocks[0].page, 0, [], {"typecheck": "skip"})
     with pytest.raises(ValueError, match="needs a reason"):
         _ = bare.skip_reason
+
+
+# ----------------------------------------------------------------------------- nox sessions named
+def _nox_sessions() -> set[str]:
+    """The session names ``nox -l`` lists, read from ``noxfile.py`` without importing nox: each
+    ``@nox.session`` function, and with ``@nox.parametrize`` each ``name(id)``, where an id is
+    nox's own (``ids=``) or its default, ``arg='value'``."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    constants: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            with contextlib.suppress(ValueError):
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+
+    def value(node: ast.expr) -> Any:
+        return constants[node.id] if isinstance(node, ast.Name) else ast.literal_eval(node)
+
+    names: set[str] = set()
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        decorators = [ast.unparse(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list]
+        if "nox.session" not in decorators:
+            continue
+        names.add(node.name)
+        for d in node.decorator_list:
+            if isinstance(d, ast.Call) and ast.unparse(d.func) == "nox.parametrize":
+                arg, values = value(d.args[0]), value(d.args[1])
+                ids = next((value(k.value) for k in d.keywords if k.arg == "ids"), None)
+                names |= {f"{node.name}({i})" for i in (ids or [f"{arg}={v!r}" for v in values])}
+    return names
+
+
+def test_every_nox_command_in_the_docs_names_a_session() -> None:
+    """``nox -s NAME`` in the README, the docs, the benchmarks, the noxfile and CI names a session
+    that nox has (a parametrized session is ``name(id)``)."""
+    sessions = _nox_sessions()
+    assert {"tests(2.13.0)", "lint", "sbibm(reference)", "sbibm(flowtorch)"} <= sessions
+    files = [ROOT / "README.md", ROOT / "noxfile.py", ROOT / ".ci" / "run", *(ROOT / "docs").rglob("*.md")]
+    files += sorted((ROOT / "benchmarks").glob("*.py"))
+    named = []
+    for path in files:
+        for match in re.finditer(r"""nox (?:-R )?-s ("[^"]+"|'[^']+'|[\w.()-]+)""", path.read_text()):
+            named.append((path.relative_to(ROOT).as_posix(), match.group(1).strip("\"'")))
+    assert len(named) > 20
+    unknown = [(where, name) for where, name in named if name not in sessions and name != "$@"]
+    assert not unknown, f"nox has no such session: {unknown}"
