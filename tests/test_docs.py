@@ -17,6 +17,7 @@ import ast
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
 import textwrap
@@ -411,3 +412,31 @@ def test_every_nox_command_in_the_docs_names_a_session() -> None:
     assert len(named) > 20
     unknown = [(where, name) for where, name in named if name not in sessions and name != "$@"]
     assert not unknown, f"nox has no such session: {unknown}"
+
+
+def test_every_args_entry_names_one_parameter() -> None:
+    """The API pages' renderer (griffe, in ``nox -s docs``) refuses an Args entry that names no
+    parameter, such as ``a, b: ...``; the docstring audit finds them in the suite already."""
+    pytest.importorskip("mypy", reason="the audit imports every module, flowtorch.mypy_plugin included")
+    audit = _load(DOCS / "audit_docstrings.py")
+
+    def two_in_one(solver: str, tol: float) -> None:
+        """Example.
+
+        Args:
+            solver, tol: as elsewhere.
+        """
+
+    def fine(solver: str, *, tol: float = 0.0) -> None:
+        """Example.
+
+        Args:
+            solver: a name.
+            tol (float): a tolerance.
+        """
+
+    assert audit._unknown_args(two_in_one, inspect.getdoc(two_in_one)) == ["solver, tol"]
+    assert audit._unknown_args(fine, inspect.getdoc(fine)) == []
+    reports = audit.audit()
+    assert len(reports) > 100
+    assert [(r.name, r.unknown_args) for r in reports if r.unknown_args] == []

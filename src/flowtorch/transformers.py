@@ -479,7 +479,10 @@ class SOSTransformer(MonotoneTransformer):
         count: :math:`K`, the number of squared polynomials.
         degree: :math:`r`, the degree of each.
         min_slope: :math:`\epsilon`.
-        solver, tol, max_iter, owner: as :class:`MonotoneTransformer`.
+        solver: ``"newton"`` or ``"bisection"``, as in :class:`MonotoneTransformer`.
+        tol: the solver's tolerance (default: 16 machine epsilons of the dtype).
+        max_iter: the solver's iterations.
+        owner: the name the errors give (the bijector's).
 
     Example:
         >>> import torch
@@ -555,7 +558,10 @@ class BernsteinTransformer(MonotoneTransformer):
     Args:
         degree: :math:`M` (``M + 1`` coefficients per element).
         bound: :math:`B`.
-        solver, tol, max_iter, owner: as :class:`MonotoneTransformer`.
+        solver: ``"newton"`` or ``"bisection"``, as in :class:`MonotoneTransformer`.
+        tol: the solver's tolerance (default: 16 machine epsilons of the dtype).
+        max_iter: the solver's iterations.
+        owner: the name the errors give (the bijector's).
 
     Example:
         >>> import torch
@@ -638,7 +644,10 @@ class UMNNTransformer(MonotoneTransformer):
         embedding_dim: the size of :math:`h` per element.
         nodes: the number of quadrature nodes.
         rule: ``"gauss-legendre"`` or ``"clenshaw-curtis"``.
-        solver, tol, max_iter, owner: as :class:`MonotoneTransformer`.
+        solver: ``"newton"`` or ``"bisection"``, as in :class:`MonotoneTransformer`.
+        tol: the solver's tolerance (default: 16 machine epsilons of the dtype).
+        max_iter: the solver's iterations.
+        owner: the name the errors give (the bijector's).
 
     Example:
         >>> import torch
@@ -727,7 +736,10 @@ class DeepSigmoidTransformer(MonotoneTransformer):
 
     Args:
         hidden_units: :math:`K`, the number of sigmoids per element.
-        solver, tol, max_iter, owner: as :class:`MonotoneTransformer`.
+        solver: ``"newton"`` or ``"bisection"``, as in :class:`MonotoneTransformer`.
+        tol: the solver's tolerance (default: 16 machine epsilons of the dtype).
+        max_iter: the solver's iterations.
+        owner: the name the errors give (the bijector's).
 
     Example:
         >>> import torch
