@@ -98,6 +98,27 @@ def test_sos_solvers_agree() -> None:
     torch.testing.assert_close(b.forward(x), b2.forward(x), atol=1e-12, rtol=1e-12)
 
 
+def test_solver_settings_can_be_changed_after_construction() -> None:
+    """As plain attributes could in earlier releases: the setters reach the transformer, which
+    solves with them, and refuse bad values by name."""
+    b = SOSPolynomial(DenseAutoregressive(hidden_dims=(8,)))(shape=(3,)).double()
+    perturb(b)
+    x = torch.randn(20, 3, dtype=F64, generator=GEN) * 3
+    reference = b.forward(x)
+    b.solver, b.tol, b.max_iter = "bisection", 1e-13, 400
+    assert (b.transformer.solver, b.transformer.tol, b.transformer.max_iter) == ("bisection", 1e-13, 400)
+    torch.testing.assert_close(b.forward(x), reference, atol=1e-10, rtol=1e-10)
+    b.max_iter = 1  # one bisection step does not reach the root: the setting is the one used
+    assert (b.forward(x) - reference).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="SOSPolynomial: solver must be one of"):
+        b.solver = "secant"
+    with pytest.raises(ValueError, match="SOSPolynomial: tol must be positive"):
+        b.tol = 0.0
+    with pytest.raises(ValueError, match="SOSPolynomial: max_iter"):
+        b.max_iter = 0
+    assert b.solver == "bisection" and b.max_iter == 1
+
+
 class _Gate(Parameters):
     """Degree-0 SOS coefficients: dim 0 the identity, dim 1 of slope (1 + a)^2 = y_0^2 (a = y_0 - 1),
     flat (slope min_slope) at y_0 = 0, where the first pass of the sequential forward starts."""

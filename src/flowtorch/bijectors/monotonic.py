@@ -66,20 +66,37 @@ class MonotoneBijector(ElementwiseBijector, base=True):
     transformer: MonotoneTransformer
     forward_ladj_reads_output = True  # the log-derivative of a root solve is T's at the root
 
+    # the solver's settings may be changed after construction, as plain attributes could before
     @property
     def solver(self) -> str:
         """``"newton"`` or ``"bisection"``: the numerical inverse of ``forward``."""
         return self.transformer.solver
+
+    @solver.setter
+    def solver(self, value: str) -> None:
+        if value not in SOLVERS:
+            raise ValueError(f"{type(self).__name__}: solver must be one of {SOLVERS}, got {value!r}")
+        self.transformer.solver = value
 
     @property
     def tol(self) -> float | None:
         """The tolerance of the numerical inverse (``None``: 16 machine epsilons of the dtype)."""
         return self.transformer.tol
 
+    @tol.setter
+    def tol(self, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ValueError(f"{type(self).__name__}: tol must be positive or None, got {value}")
+        self.transformer.tol = None if value is None else float(value)
+
     @property
     def max_iter(self) -> int:
         """The iterations of the numerical inverse."""
         return self.transformer.max_iter
+
+    @max_iter.setter
+    def max_iter(self, value: int) -> None:
+        self.transformer.max_iter = integer_at_least(value, f"{type(self).__name__}: max_iter")
 
 
 class SOSPolynomial(MonotoneBijector):
