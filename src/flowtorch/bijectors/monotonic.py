@@ -30,6 +30,7 @@ from flowtorch.core.elementwise import ElementwiseBijector
 from flowtorch.core.lazy import Plan
 from flowtorch.core.validation import integer_at_least, nonscalar_event
 from flowtorch.nn.integrand import IntegrandNet
+from flowtorch.ops.numerical import quadrature_rule
 from flowtorch.parameters import DenseAutoregressive, Tensor
 from flowtorch.transformers import (
     SOLVERS,
@@ -358,12 +359,23 @@ class UMNN(MonotoneBijector):
         # registered here (its parameters are the bijector's), applied by the transformer
         self.integrand = self.transformer.integrand = IntegrandNet(self.embedding_dim, hidden, nonlinearity)
 
+    # the quadrature may be refined after training (the paper evaluates with more nodes)
     @property
     def nodes(self) -> int:
         """The number of quadrature nodes."""
         return self.transformer.nodes
 
+    @nodes.setter
+    def nodes(self, value: int) -> None:
+        quadrature_rule(self.rule, value)  # checks it
+        self.transformer.nodes = value
+
     @property
     def rule(self) -> str:
         """The quadrature rule."""
         return self.transformer.rule
+
+    @rule.setter
+    def rule(self, value: str) -> None:
+        quadrature_rule(value, self.nodes)  # checks it
+        self.transformer.rule = value
