@@ -351,9 +351,10 @@ def _mean(runs: list[dict[str, Any]], field: str) -> float:
 
 
 def table(observations: Sequence[int] | None = None) -> str:
-    """The Markdown table of C2ST and fit time per task, budget and method (means over the
-    observations run; the count is given when it is not 1), the paper's NPE figures, and whether
-    each flowtorch estimator met the goal: C2ST at or below sbibm's NPE, in less fit time."""
+    """The Markdown table of C2ST and fit time per task, budget and method (means over the runs of
+    a cell, its observations and seeds; the count is given when it is not 1), the paper's NPE
+    figures, and whether each flowtorch estimator met the goal: C2ST at or below sbibm's NPE, in
+    less fit time."""
     records = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
     if observations:
         records = [r for r in records if r["observation"] in observations]
