@@ -108,15 +108,12 @@ class SOSPolynomial(MonotoneBijector):
 
     .. math::
 
-        x = T(y) = \beta + \epsilon y + \int_0^y \frac1K \sum_{k=1}^{K} q_k(t)^2\,dt
-          = \beta + \epsilon y + \sum_{j=0}^{2r} \frac{c_j}{j + 1} y^{j+1},
-        \qquad c_j = \frac1K \sum_k \sum_{l + m = j} \tilde a_{k,l} \tilde a_{k,m},
+        x = T(y) = \beta + \epsilon y + \int_0^y \frac1K \sum_{k=1}^{K} q_k(t)^2\,dt,
 
-    (:math:`\tilde a_{k,0} = 1 + a_{k,0}`, :math:`\tilde a_{k,l} = a_{k,l}` otherwise), a
-    polynomial of odd degree :math:`2r + 1` with
-    :math:`T'(y) = \epsilon + \frac1K \sum_k q_k(y)^2 \ge \epsilon > 0`; the integral is analytic.
-    Zero coefficients give :math:`T(y) = (1 + \epsilon) y`. ``inverse`` evaluates :math:`T`;
-    ``forward`` solves it numerically (module docstring).
+    a polynomial of odd degree :math:`2r + 1` with :math:`T' \ge \epsilon > 0`, its integral in
+    closed form (:class:`~flowtorch.transformers.SOSTransformer`, which this bijector applies,
+    gives the coefficients). Zero coefficients give :math:`T(y) = (1 + \epsilon) y`. ``inverse``
+    evaluates :math:`T`; ``forward`` solves it numerically (module docstring).
 
     Reference: Jaini, Selby, Yu, "Sum-of-Squares Polynomial Flow", ICML 2019.
 
@@ -190,20 +187,16 @@ class SOSPolynomial(MonotoneBijector):
 class Bernstein(MonotoneBijector):
     r"""Bernstein-polynomial transformer, elementwise, with linear extrapolation outside ``[-B, B]``.
 
-    With :math:`u = (y + B) / (2B)` and increasing coefficients
-    :math:`\theta_0 = -B + \tilde\theta_0`,
-    :math:`\theta_k = \theta_{k-1} + \operatorname{softplus}(\tilde\theta_k + s)`,
-    :math:`s = \log(e^{2B/M} - 1)` (cumulative softplus),
+    With :math:`u = (y + B) / (2B)` and increasing coefficients :math:`\theta_0 < \dots < \theta_M`
+    from the conditioner's output (a cumulative softplus),
 
     .. math::
 
-        T(y) = \sum_{k=0}^{M} \theta_k \binom{M}{k} u^k (1 - u)^{M-k}, \qquad
-        T'(y) = \frac{M}{2B} \sum_{k=0}^{M-1} (\theta_{k+1} - \theta_k)
-                \binom{M-1}{k} u^k (1 - u)^{M-1-k} > 0
+        T(y) = \sum_{k=0}^{M} \theta_k \binom{M}{k} u^k (1 - u)^{M-k}
 
-    on :math:`[-B, B]`, and outside it :math:`T(y) = T(y_c) + T'(y_c)(y - y_c)` with
-    :math:`y_c = \operatorname{clamp}(y, -B, B)` (:math:`C^1`, onto :math:`\mathbb{R}`). The log-slope is
-    a log-sum-exp over the basis. Zero parameters give the identity. ``inverse`` evaluates
+    on :math:`[-B, B]`, continued linearly outside it (:math:`C^1`, onto :math:`\mathbb{R}`); the
+    map and its log-slope are those of :class:`~flowtorch.transformers.BernsteinTransformer`,
+    which this bijector applies. Zero parameters give the identity. ``inverse`` evaluates
     :math:`T`; ``forward`` solves it numerically (module docstring). The conditioner is free
     parameters by default (``flowtorch.parameters.Tensor()``), an affine function of the
     context when one is given.

@@ -33,27 +33,17 @@ class NeuralAutoregressive(MonotoneBijector):
     r"""Neural autoregressive flow with a deep sigmoidal (DSF) transformer.
 
     For each dim, pseudo-parameters :math:`(\tilde a, b, \tilde w) \in \mathbb{R}^{3K}` of
-    :math:`y_{<i}` (and the context) come from a MADE conditioner, and with
-    :math:`a = a_{\min} + \operatorname{softplus}(\tilde a + s)` (:math:`a_{\min} = 10^{-3}`, and
-    :math:`s` such that :math:`a = 1` at :math:`\tilde a = 0`), :math:`w = \operatorname{softmax}(\tilde w)`,
-    :math:`u_k = a_k y + b_k` (:class:`~flowtorch.transformers.DeepSigmoidTransformer`),
+    :math:`y_{<i}` (and the context) come from a MADE conditioner, and
 
     .. math::
 
-        x = T(y) = \sigma^{-1}\Big(\sum_k w_k \sigma(u_k)\Big)
-          = \log \sum_k w_k \sigma(u_k) - \log \sum_k w_k \sigma(-u_k),
+        x = T(y) = \sigma^{-1}\Big(\sum_k w_k \sigma(a_k y + b_k)\Big),
 
-    .. math::
-
-        \log T'(y) = \operatorname{LSE}_k\big[\log w_k + \log a_k + \log\sigma(u_k)
-                     + \log\sigma(-u_k)\big] - \operatorname{LSE}_k\big[\log w_k + \log\sigma(u_k)\big]
-                     - \operatorname{LSE}_k\big[\log w_k + \log\sigma(-u_k)\big],
-
-    every term a log-sum-exp of log-sigmoids, stable in both tails. :math:`T` is strictly
-    increasing and onto :math:`\mathbb{R}`; with zero pseudo-parameters it is the identity. The
-    floor :math:`a_{\min}` keeps every slope of the tails, :math:`\min_k a_k`, away from zero even
-    when the conditioner's outputs are huge (inputs of order :math:`10^6`), so the numerical
-    inverse always finds a bracket.
+    with :math:`a_k > 0` and :math:`w = \operatorname{softmax}(\tilde w)`: the map, its stable
+    log-derivative and the floor on the slopes that keeps it invertible at extreme inputs are those
+    of :class:`~flowtorch.transformers.DeepSigmoidTransformer`, which this bijector applies.
+    :math:`T` is strictly increasing and onto :math:`\mathbb{R}`; with zero pseudo-parameters it
+    is the identity.
 
     Direction: the conditioner reads the data side (MAF direction,
     ``conditioned_on_output = True``), so ``inverse`` / ``log_prob`` is one parallel pass in
