@@ -58,7 +58,7 @@ SIMS = RESULTS / "sbibm_sims"  # simulations and posterior samples (not committe
 
 TASKS = ("two_moons", "slcp", "gaussian_linear", "bernoulli_glm", "gaussian_mixture")
 BUDGETS = (1_000, 10_000, 100_000)
-METHODS = ("sbibm-npe", "flowtorch-nsf", "flowtorch-maf")
+METHODS = ("sbibm-npe", "flowtorch-nsf", "flowtorch-maf", "flowtorch-nsf-fullbatch", "flowtorch-nsf-coupling")
 NUM_SAMPLES = 10_000  # posterior samples drawn per run (the paper's number)
 C2ST_SAMPLES = 10_000  # of them and of the reference, scored by C2ST (``--c2st-samples``)
 
@@ -76,16 +76,57 @@ SBIBM_NPE = {
 }
 
 # flowtorch's estimators: the builder's arguments and sbi's training arguments
-FLOWTORCH = {
+FLOWTORCH: dict[str, dict[str, Any]] = {
     "flowtorch-nsf": {"model": "nsf", "hidden_features": 50, "num_transforms": 5, "num_bins": 10},
     "flowtorch-maf": {"model": "maf", "hidden_features": 50, "num_transforms": 5},
+    # the NSF again, trained as sbibm's runner trains its own (see ``training``)
+    "flowtorch-nsf-fullbatch": {"model": "nsf", "hidden_features": 50, "num_transforms": 5, "num_bins": 10},
+    # the layout of sbi's nflows NSF (see ``coupling_lu_plan``), trained as flowtorch-nsf
+    "flowtorch-nsf-coupling": {
+        "model": "coupling+lu",
+        "hidden_features": 50,
+        "num_transforms": 5,
+        "num_bins": 10,
+    },
 }
 
 
-def training(budget: int) -> dict[str, Any]:
+LABELS = {
+    "flowtorch-nsf": "NSF",
+    "flowtorch-maf": "MAF",
+    "flowtorch-nsf-fullbatch": "NSF full-batch",
+    "flowtorch-nsf-coupling": "NSF coupling+LU",
+}
+
+
+def coupling_lu_plan(
+    hidden_features: int, num_transforms: int, num_bins: int, tail_bound: float = 3.0
+) -> Any:
+    """The layout of sbi's ``build_nsf`` (nflows) in flowtorch's parts: per layer a rational-quadratic
+    spline coupling (alternating halves, identity tails outside ``[-3, 3]``) followed by an LU
+    linear map that starts as the identity (nflows' ``LULinear(identity_init=True)``, no
+    permutation). The conditioners are MLPs with two hidden layers; sbi's are residual nets with two
+    blocks, so the two are alike in layout and width, not identical."""
+    import flowtorch.bijectors as bij
+    from flowtorch.lazy import Plan
+    from flowtorch.parameters import DenseCoupling
+
+    layers: list[Any] = []
+    for i in range(num_transforms):
+        net = Plan(DenseCoupling, hidden_dims=(hidden_features, hidden_features))
+        layers.append(Plan(bij.SplineCoupling, net, flip=i % 2 == 1, count_bins=num_bins, bound=tail_bound))
+        layers.append(Plan(bij.LULinear, permutation="identity", identity_init=True))
+    return Plan(bij.Compose, layers)
+
+
+def training(budget: int, method: str = "flowtorch-nsf") -> dict[str, Any]:
     """sbi's training arguments for flowtorch's estimators: minibatches that grow with the budget
     (enough steps per epoch for small budgets, few enough for large ones that an epoch stays cheap),
-    and twice sbi's default learning rate."""
+    and twice sbi's default learning rate. ``flowtorch-nsf-fullbatch`` trains as sbibm's runner does
+    (training batch 10,000, sbi's default learning rate 5e-4 and patience of 20 epochs), so that
+    its C2ST differs from sbibm's only by the flow and not by the training."""
+    if method.endswith("-fullbatch"):
+        return {"training_batch_size": SBIBM_NPE["training_batch_size"], "learning_rate": 5e-4}
     batch = 128 if budget <= 1_000 else 256 if budget <= 10_000 else 512
     return {"training_batch_size": batch, "learning_rate": 1e-3}
 
@@ -246,9 +287,14 @@ def run_flowtorch(task: Any, budget: int, observation: int, method: str, sims: P
 
     theta, x = torch.load(sims)
     config = dict(FLOWTORCH[method])
-    train = training(budget)
+    train = training(budget, method)
     start = time.perf_counter()
-    inference = NPE(prior=task.get_prior_dist(), density_estimator=posterior_nn(**config))
+    kwargs: dict[str, Any] = dict(config)
+    if config["model"] == "coupling+lu":
+        kwargs["model"] = coupling_lu_plan(
+            config["hidden_features"], config["num_transforms"], config["num_bins"]
+        )
+    inference = NPE(prior=task.get_prior_dist(), density_estimator=posterior_nn(**kwargs))
     estimator = inference.append_simulations(theta, x).train(**train, show_train_summary=False)
     posterior = inference.build_posterior(estimator)
     samples = posterior.sample((NUM_SAMPLES,), x=task.get_observation(observation), show_progress_bars=False)
@@ -350,30 +396,43 @@ def _mean(runs: list[dict[str, Any]], field: str) -> float:
     return sum(float(r[field]) for r in runs) / len(runs)
 
 
-def table(observations: Sequence[int] | None = None) -> str:
+def table(
+    observations: Sequence[int] | None = None,
+    methods: Sequence[str] = METHODS[:3],
+    tasks: Sequence[str] | None = None,
+    budgets: Sequence[int] | None = None,
+) -> str:
     """The Markdown table of C2ST and fit time per task, budget and method (means over the runs of
     a cell, its observations and seeds; the count is given when it is not 1), the paper's NPE
     figures, and whether each flowtorch estimator met the goal: C2ST at or below sbibm's NPE, in
-    less fit time."""
+    less fit time. A row for each task and budget where one of ``methods`` ran (only ``tasks`` and
+    ``budgets`` if given)."""
     records = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
     if observations:
         records = [r for r in records if r["observation"] in observations]
+    if tasks:
+        records = [r for r in records if r["task"] in tasks]
+    if budgets:
+        records = [r for r in records if r["budget"] in budgets]
+    records = [r for r in records if r["method"] in methods]
     cells: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["task"], r["budget"], r["method"]), []).append(r)
     paper = _paper()
+    ours = [m for m in methods if m.startswith("flowtorch-")]
     head = ["task", "budget"]
-    for m in METHODS:
+    for m in methods:
         head += [f"{m} C2ST", f"{m} fit (s)"]
-    head += ["goal met (NSF / MAF)", "paper NPE C2ST", "paper NPE time (min)"]
+    names = " / ".join(LABELS[m] for m in ours)
+    head += [f"goal met ({names})", "paper NPE C2ST", "paper NPE time (min)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {t: i for i, t in enumerate(TASKS)}
     keys = sorted({(t, b) for t, b, _ in cells}, key=lambda k: (k[1], order.get(k[0], 99)))
     for task, budget in keys:
         row = [task, f"{budget:,}"]
-        scores = {m: _mean(cells[(task, budget, m)], "c2st") for m in METHODS if (task, budget, m) in cells}
+        scores = {m: _mean(cells[(task, budget, m)], "c2st") for m in methods if (task, budget, m) in cells}
         best = min(scores.values())
-        for m in METHODS:
+        for m in methods:
             runs = cells.get((task, budget, m), [])
             if not runs:
                 row += ["not run", ""]
@@ -382,7 +441,7 @@ def table(observations: Sequence[int] | None = None) -> str:
             row += [f"**{text}**" if scores[m] == best else text, f"{_mean(runs, 'fit_s'):.0f}"]
         goals = []
         reference = cells.get((task, budget, "sbibm-npe"))
-        for m in ("flowtorch-nsf", "flowtorch-maf"):
+        for m in ours:
             runs = cells.get((task, budget, m))
             if not runs or not reference:
                 goals.append("-")
@@ -426,9 +485,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sim.add_argument("--seed", type=int, default=0)
     p_table = sub.add_parser("table", help="print the Markdown table from results/sbibm_npe.jsonl")
     p_table.add_argument("--observations", nargs="+", type=int, default=None)
+    p_table.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS[:3]),
+        choices=METHODS,
+        help="columns (default: the sweep's three)",
+    )
+    p_table.add_argument("--tasks", nargs="+", default=None, choices=TASKS)
+    p_table.add_argument("--budgets", nargs="+", type=int, default=None)
     args = parser.parse_args(argv)
     if args.command == "table":
-        print(table(args.observations))
+        print(table(args.observations, args.methods, args.tasks, args.budgets))
         return 0
     if args.command == "simulate":
         simulate(args.tasks, args.budgets, args.observations, args.seed)

@@ -1,0 +1,82 @@
+"""The sbibm benchmark script's pieces that run without sbi or sbibm: the coupling + LU plan that
+mirrors sbi's NSF layout, and the table it prints from its results file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import flowtorch.bijectors as bij
+import flowtorch.distributions as dist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sbibm_npe() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sbibm_npe", ROOT / "benchmarks" / "sbibm_npe.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sbibm_npe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_coupling_lu_plan_has_sbis_layout_and_starts_near_identity(sbibm_npe: ModuleType) -> None:
+    torch.manual_seed(0)
+    base = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
+    flow = dist.Flow(base, sbibm_npe.coupling_lu_plan(8, 3, 4), context_shape=torch.Size([3]))
+    layers = list(flow.bijector.bijectors)
+    assert [type(b) for b in layers] == [bij.SplineCoupling, bij.LULinear] * 3
+    assert [b.flip for b in layers[::2]] == [False, True, False]  # alternating halves, as nflows' masks
+    y, c = torch.randn(5, 2), torch.randn(5, 3)
+    lp = flow.log_prob(y, context=c)
+    assert lp.shape == (5,)
+    # every LU layer starts as the identity (nflows' identity_init, no permutation)
+    x = torch.randn(4, 2)
+    for lu in layers[1::2]:
+        torch.testing.assert_close(lu.forward(x), x)
+    lp.sum().backward()
+    assert all(p.grad is not None for p in flow.parameters() if p.requires_grad)
+
+
+def _write(path: Path, rows: list[tuple[str, int, str, float, float]]) -> None:
+    with path.open("w") as f:
+        for task, budget, method, c2st, fit in rows:
+            record = {"task": task, "budget": budget, "observation": 1, "seed": 0, "method": method}
+            f.write(json.dumps({**record, "c2st": c2st, "fit_s": fit}) + "\n")
+
+
+def test_table_columns_follow_the_methods_asked_for(
+    sbibm_npe: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    _write(
+        log,
+        [
+            ("two_moons", 1000, "sbibm-npe", 0.60, 60.0),
+            ("two_moons", 1000, "flowtorch-nsf", 0.57, 130.0),
+            ("gaussian_mixture", 10000, "sbibm-npe", 0.54, 380.0),
+            ("gaussian_mixture", 10000, "flowtorch-nsf", 0.61, 180.0),
+            ("gaussian_mixture", 10000, "flowtorch-nsf-coupling", 0.53, 90.0),
+        ],
+    )
+    monkeypatch.setattr(sbibm_npe, "LOG", log)
+    monkeypatch.setattr(sbibm_npe, "_paper", lambda: {})
+    default = sbibm_npe.table()
+    assert "flowtorch-nsf-coupling" not in default  # the sweep's three columns
+    assert "goal met (NSF / MAF)" in default
+    assert "| two_moons | 1,000 | 0.600 | 60 | **0.570** | 130 | not run |  | C2ST only / - |" in default
+    extra = sbibm_npe.table(
+        methods=["sbibm-npe", "flowtorch-nsf-coupling"], tasks=["gaussian_mixture"], budgets=[10000]
+    )
+    lines = extra.splitlines()
+    assert len(lines) == 3  # the header, the rule, one row
+    assert "goal met (NSF coupling+LU)" in lines[0]
+    assert lines[2].startswith("| gaussian_mixture | 10,000 | 0.540 | 380 | **0.530** | 90 | yes |")
