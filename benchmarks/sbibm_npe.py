@@ -81,9 +81,9 @@ FLOWTORCH: dict[str, dict[str, Any]] = {
     "flowtorch-maf": {"model": "maf", "hidden_features": 50, "num_transforms": 5},
     # the NSF again, trained as sbibm's runner trains its own (see ``training``)
     "flowtorch-nsf-fullbatch": {"model": "nsf", "hidden_features": 50, "num_transforms": 5, "num_bins": 10},
-    # the layout of sbi's nflows NSF (see ``coupling_lu_plan``), trained as flowtorch-nsf
+    # the layout of sbi's own NSF (spline couplings and LU layers), trained as flowtorch-nsf
     "flowtorch-nsf-coupling": {
-        "model": "coupling+lu",
+        "model": "nsf_coupling",
         "hidden_features": 50,
         "num_transforms": 5,
         "num_bins": 10,
@@ -97,26 +97,6 @@ LABELS = {
     "flowtorch-nsf-fullbatch": "NSF full-batch",
     "flowtorch-nsf-coupling": "NSF coupling+LU",
 }
-
-
-def coupling_lu_plan(
-    hidden_features: int, num_transforms: int, num_bins: int, tail_bound: float = 3.0
-) -> Any:
-    """The layout of sbi's ``build_nsf`` (nflows) in flowtorch's parts: per layer a rational-quadratic
-    spline coupling (alternating halves, identity tails outside ``[-3, 3]``) followed by an LU
-    linear map that starts as the identity (nflows' ``LULinear(identity_init=True)``, no
-    permutation). The conditioners are MLPs with two hidden layers; sbi's are residual nets with two
-    blocks, so the two are alike in layout and width, not identical."""
-    import flowtorch.bijectors as bij
-    from flowtorch.lazy import Plan
-    from flowtorch.parameters import DenseCoupling
-
-    layers: list[Any] = []
-    for i in range(num_transforms):
-        net = Plan(DenseCoupling, hidden_dims=(hidden_features, hidden_features))
-        layers.append(Plan(bij.SplineCoupling, net, flip=i % 2 == 1, count_bins=num_bins, bound=tail_bound))
-        layers.append(Plan(bij.LULinear, permutation="identity", identity_init=True))
-    return Plan(bij.Compose, layers)
 
 
 def training(budget: int, method: str = "flowtorch-nsf") -> dict[str, Any]:
@@ -289,12 +269,7 @@ def run_flowtorch(task: Any, budget: int, observation: int, method: str, sims: P
     config = dict(FLOWTORCH[method])
     train = training(budget, method)
     start = time.perf_counter()
-    kwargs: dict[str, Any] = dict(config)
-    if config["model"] == "coupling+lu":
-        kwargs["model"] = coupling_lu_plan(
-            config["hidden_features"], config["num_transforms"], config["num_bins"]
-        )
-    inference = NPE(prior=task.get_prior_dist(), density_estimator=posterior_nn(**kwargs))
+    inference = NPE(prior=task.get_prior_dist(), density_estimator=posterior_nn(**config))
     estimator = inference.append_simulations(theta, x).train(**train, show_train_summary=False)
     posterior = inference.build_posterior(estimator)
     samples = posterior.sample((NUM_SAMPLES,), x=task.get_observation(observation), show_progress_bars=False)

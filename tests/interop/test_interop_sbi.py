@@ -73,7 +73,7 @@ def trained_maf():
     return _train("maf")
 
 
-@pytest.mark.parametrize("model", ["maf", "nsf"])
+@pytest.mark.parametrize("model", ["maf", "nsf", "nsf_coupling"])
 def test_npe_recovers_the_analytic_gaussian_posterior(model, trained_maf):
     _, posterior, estimator = trained_maf if model == "maf" else _train(model, epochs=50)
     assert isinstance(estimator, FlowDensityEstimator)
@@ -237,7 +237,7 @@ def test_a_plan_as_the_model_and_one_dimensional_parameters():
     est = posterior_nn(model=plan)(theta, x)
     assert type(est.flow.bijector).__name__ == "Compose"
     assert est.log_prob(theta[:3], x[:3]).shape == (1, 3)
-    for model in ("nsf", "maf"):  # one parameter: the layers take their parameters from x alone
+    for model in ("nsf", "nsf_coupling", "maf"):  # one parameter: layers on x alone
         one = posterior_nn(model=model, hidden_features=8, num_transforms=2)(theta[:, :1], x)
         assert one.sample((4,), x[:2]).shape == (4, 2, 1)
         ctx = torch.randn(2, DIM) * 10

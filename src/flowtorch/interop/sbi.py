@@ -5,7 +5,7 @@ simulations :math:`(\theta_i, x_i)` by maximum likelihood; its likelihood estima
 :math:`q(x \mid \theta)`. Both take a *builder*: a function of the simulations that returns a
 density estimator. :func:`posterior_nn` and :func:`likelihood_nn` return such builders, named and
 parametrised like ``sbi``'s own, whose estimator is a flowtorch :class:`~flowtorch.distributions.Flow`
-(a recipe by name, ``"nsf"`` or ``"maf"``, or any plan):
+(a recipe by name, ``"nsf"``, ``"nsf_coupling"`` or ``"maf"``, or any plan):
 
 .. math::
     q(\theta \mid x) = q_0\big(z \mid h(x)\big) \prod_j \frac{1}{\sigma_j}, \qquad
@@ -61,9 +61,12 @@ from torch import nn
 
 from flowtorch.bijectors.affine import Affine
 from flowtorch.bijectors.compose import Compose
+from flowtorch.bijectors.coupling import SplineCoupling
+from flowtorch.bijectors.linear import LULinear
 from flowtorch.bijectors.spline import Spline
 from flowtorch.distributions.flow import Flow
 from flowtorch.lazy import Plan
+from flowtorch.parameters.coupling import DenseCoupling
 from flowtorch.parameters.tensor import Tensor as ContextOnly
 from flowtorch.recipes import MAF, NSF
 
@@ -88,7 +91,7 @@ Builder = Callable[[torch.Tensor, torch.Tensor], "FlowDensityEstimator"]
 #: the smallest spread z-scoring divides by (a constant dimension is shifted, not blown up)
 MIN_STD = 1e-7
 
-_MODELS = ("nsf", "maf")
+_MODELS = ("nsf", "maf", "nsf_coupling")
 
 
 def _z_score_statistics(batch: torch.Tensor, how: ZScore | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,11 +140,20 @@ def _plan(
         return model
     hidden = (hidden_features, hidden_features)
     from_context = Plan(ContextOnly, hidden_dims=hidden)
-    if model == "nsf":
+    if model in ("nsf", "nsf_coupling"):
         if dim == 1:
             spline = Plan(Spline, from_context, count_bins=num_bins, bound=tail_bound)
             return Plan(Compose, [spline] * num_transforms)
-        return NSF(layers=num_transforms, bins=num_bins, bound=tail_bound, hidden_dims=hidden)
+        if model == "nsf":
+            return NSF(layers=num_transforms, bins=num_bins, bound=tail_bound, hidden_dims=hidden)
+        # sbi's own "nsf" layout: a spline coupling on alternating halves, then an LU layer that
+        # starts as the identity (no permutation), in every layer
+        layers: list[Plan[Any]] = []
+        for i in range(num_transforms):
+            net = Plan(DenseCoupling, hidden_dims=hidden)
+            layers.append(Plan(SplineCoupling, net, flip=i % 2 == 1, count_bins=num_bins, bound=tail_bound))
+            layers.append(Plan(LULinear, permutation="identity", identity_init=True))
+        return Plan(Compose, layers)
     if model == "maf":
         if dim == 1:
             return Plan(Compose, [Plan(Affine, from_context)] * num_transforms)
@@ -395,15 +407,20 @@ def build_estimator(
             :math:`(\mu, \sigma)` come from them.
         batch_condition: ``(n, *condition_shape)`` conditions (:math:`x` for a posterior).
         model: ``"nsf"`` (the :func:`~flowtorch.recipes.NSF` recipe, autoregressive,
-            ``num_bins`` bins on ``[-tail_bound, tail_bound]``), ``"maf"`` (the
-            :func:`~flowtorch.recipes.MAF` recipe), or any flowtorch plan (a recipe's result, a
-            ``Compose`` of bijector plans); it is built for the input shape and the context shape.
+            ``num_bins`` bins on ``[-tail_bound, tail_bound]``), ``"nsf_coupling"`` (the layout
+            of ``sbi``'s own ``"nsf"``: in each layer a
+            :class:`~flowtorch.bijectors.SplineCoupling` on alternating halves, then an
+            :class:`~flowtorch.bijectors.LULinear` that starts as the identity; one pass in both
+            directions), ``"maf"`` (the :func:`~flowtorch.recipes.MAF` recipe), or any flowtorch
+            plan (a recipe's result, a ``Compose`` of bijector plans); it is built for the input
+            shape and the context shape. A one-dimensional input gets layers whose parameters
+            come from the context alone.
         z_score_input: ``"independent"``, ``"structured"`` or ``"none"`` (or ``None``).
         z_score_condition: the same, for the condition (before the embedding net).
         hidden_features: width of the two hidden layers of each conditioner (named recipes).
         num_transforms: number of layers (named recipes).
-        num_bins: spline bins of ``"nsf"``.
-        tail_bound: half-width of the interval the splines of ``"nsf"`` cover (in z-scored units).
+        num_bins: spline bins of ``"nsf"`` and ``"nsf_coupling"``.
+        tail_bound: half-width of the interval the splines cover (in z-scored units).
         embedding_net: module applied to the z-scored condition, e.g. to summarise a
             high-dimensional ``x``; identity if ``None``.
 
@@ -473,13 +490,14 @@ def posterior_nn(
     Inference", ICML 2019 (NPE-C, sbi's ``NPE``).
 
     Args:
-        model: ``"nsf"``, ``"maf"`` or a flowtorch plan (see :func:`build_estimator`).
+        model: ``"nsf"``, ``"nsf_coupling"``, ``"maf"`` or a flowtorch plan (see
+            :func:`build_estimator`).
         z_score_theta: z-scoring of :math:`\theta`: ``"independent"``, ``"structured"`` or ``"none"``.
         z_score_x: z-scoring of :math:`x`, before the embedding net.
         hidden_features: width of the conditioners' two hidden layers.
         num_transforms: number of flow layers.
-        num_bins: spline bins (``"nsf"``).
-        tail_bound: spline interval half-width, in z-scored units (``"nsf"``).
+        num_bins: spline bins (``"nsf"``, ``"nsf_coupling"``).
+        tail_bound: spline interval half-width, in z-scored units (``"nsf"``, ``"nsf_coupling"``).
         embedding_net: optional module that summarises the z-scored :math:`x`.
 
     Example:
@@ -524,13 +542,14 @@ def likelihood_nn(
     Reference: Papamakarios et al., "Sequential Neural Likelihood", AISTATS 2019.
 
     Args:
-        model: ``"nsf"``, ``"maf"`` or a flowtorch plan (see :func:`build_estimator`).
+        model: ``"nsf"``, ``"nsf_coupling"``, ``"maf"`` or a flowtorch plan (see
+            :func:`build_estimator`).
         z_score_theta: z-scoring of :math:`\theta` (the condition).
         z_score_x: z-scoring of :math:`x` (the input).
         hidden_features: width of the conditioners' two hidden layers.
         num_transforms: number of flow layers.
-        num_bins: spline bins (``"nsf"``).
-        tail_bound: spline interval half-width, in z-scored units (``"nsf"``).
+        num_bins: spline bins (``"nsf"``, ``"nsf_coupling"``).
+        tail_bound: spline interval half-width, in z-scored units (``"nsf"``, ``"nsf_coupling"``).
         embedding_net: optional module applied to the z-scored :math:`\theta`.
 
     Example:
