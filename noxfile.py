@@ -147,14 +147,15 @@ SBIBM_NEEDS = ("pyro-ppl", "pandas", "scikit-learn", "autograd", "future", "jobl
 def sbibm(session: nox.Session, side: str) -> None:
     """NPE on sbibm's tasks (``benchmarks/sbibm_npe.py``, not part of CI): ``reference`` runs sbibm's
     own NPE runner with sbi 0.21.0 and saves its simulations, ``flowtorch`` then trains flowtorch's
-    NSF and MAF through sbi 0.27.0 on the same simulations. ``nox -s sbibm`` runs both, in that
-    order; options after ``--`` go to the script's ``run`` (e.g. ``-- --budgets 1000 10000``)."""
+    NSF, MAF and coupling NSF through sbi 0.27.0 on the same simulations. ``nox -s sbibm`` runs
+    both, in that order; options after ``--`` go to the script's ``run`` (e.g. ``-- --budgets 1000
+    10000``)."""
     if side == "reference":
         session.install(f"torch=={DEFAULT_TORCH}", "sbi==0.21.0", *SBIBM_NEEDS)
         methods = ["sbibm-npe"]
     else:
         _install(session, DEFAULT_TORCH, pins=(f"sbi=={SBI_VERSION}", *SBIBM_NEEDS))
-        methods = ["flowtorch-nsf", "flowtorch-maf"]
+        methods = ["flowtorch-nsf", "flowtorch-maf", "flowtorch-nsf-coupling"]
     session.install("--no-deps", *SBIBM)
     session.run(
         "python",

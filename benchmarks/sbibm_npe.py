@@ -8,9 +8,11 @@ targets sbi 0.27. So the two sides run in two environments, one after the other:
    ``sbibm.algorithms.snpe`` with the settings of the paper's NPE (one round, NSF, 50 hidden
    features, training batch 10,000, z-scored theta and x). The task handed to the runner records
    every simulation it draws; they are saved to ``results/sbibm_sims/``.
-2. ``--methods flowtorch-nsf flowtorch-maf`` (torch 2.13.0, sbi 0.27.0, flowtorch, sbibm 1.1.0
-   without its dependencies): sbi's ``NPE`` with ``flowtorch.interop.sbi.posterior_nn``, trained
-   on the simulations saved in step 1, then sampled.
+2. ``--methods flowtorch-nsf flowtorch-maf flowtorch-nsf-coupling`` (torch 2.13.0, sbi 0.27.0,
+   flowtorch, sbibm 1.1.0 without its dependencies): sbi's ``NPE`` with
+   ``flowtorch.interop.sbi.posterior_nn`` (``model="nsf"``, ``"maf"``, ``"nsf_coupling"``), trained
+   on the simulations saved in step 1, then sampled. ``flowtorch-nsf-fullbatch`` is the NSF trained
+   as sbibm's runner trains its own, run when asked for.
 
 ``simulate`` (in the reference environment) draws the simulations of step 1 without the
 training: it stops sbibm's runner once its simulator has drawn the budget, so step 2 can start
@@ -58,7 +60,10 @@ SIMS = RESULTS / "sbibm_sims"  # simulations and posterior samples (not committe
 
 TASKS = ("two_moons", "slcp", "gaussian_linear", "bernoulli_glm", "gaussian_mixture")
 BUDGETS = (1_000, 10_000, 100_000)
-METHODS = ("sbibm-npe", "flowtorch-nsf", "flowtorch-maf", "flowtorch-nsf-fullbatch", "flowtorch-nsf-coupling")
+METHODS = ("sbibm-npe", "flowtorch-nsf", "flowtorch-maf", "flowtorch-nsf-coupling", "flowtorch-nsf-fullbatch")
+#: what a sweep runs and the table shows unless told otherwise (the full-batch NSF is a check of
+#: the training, run where asked)
+SWEEP = METHODS[:4]
 NUM_SAMPLES = 10_000  # posterior samples drawn per run (the paper's number)
 C2ST_SAMPLES = 10_000  # of them and of the reference, scored by C2ST (``--c2st-samples``)
 
@@ -373,15 +378,16 @@ def _mean(runs: list[dict[str, Any]], field: str) -> float:
 
 def table(
     observations: Sequence[int] | None = None,
-    methods: Sequence[str] = METHODS[:3],
+    methods: Sequence[str] = SWEEP,
     tasks: Sequence[str] | None = None,
     budgets: Sequence[int] | None = None,
+    complete: bool = False,
 ) -> str:
     """The Markdown table of C2ST and fit time per task, budget and method (means over the runs of
     a cell, its observations and seeds; the count is given when it is not 1), the paper's NPE
     figures, and whether each flowtorch estimator met the goal: C2ST at or below sbibm's NPE, in
-    less fit time. A row for each task and budget where one of ``methods`` ran (only ``tasks`` and
-    ``budgets`` if given)."""
+    less fit time. A row for each task and budget where one of ``methods`` ran (where all of them
+    ran, with ``complete``; only ``tasks`` and ``budgets`` if given)."""
     records = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
     if observations:
         records = [r for r in records if r["observation"] in observations]
@@ -403,6 +409,8 @@ def table(
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {t: i for i, t in enumerate(TASKS)}
     keys = sorted({(t, b) for t, b, _ in cells}, key=lambda k: (k[1], order.get(k[0], 99)))
+    if complete:
+        keys = [(t, b) for t, b in keys if all((t, b, m) in cells for m in methods)]
     for task, budget in keys:
         row = [task, f"{budget:,}"]
         scores = {m: _mean(cells[(task, budget, m)], "c2st") for m in methods if (task, budget, m) in cells}
@@ -441,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="run the sweep (skips runs already in results/sbibm_npe.jsonl)")
     p_run.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p_run.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
-    p_run.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p_run.add_argument("--methods", nargs="+", default=list(SWEEP), choices=METHODS)
     p_run.add_argument("--observations", nargs="+", type=int, default=[1])
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -463,15 +471,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_table.add_argument(
         "--methods",
         nargs="+",
-        default=list(METHODS[:3]),
+        default=list(SWEEP),
         choices=METHODS,
-        help="columns (default: the sweep's three)",
+        help="columns (default: the sweep's four)",
     )
     p_table.add_argument("--tasks", nargs="+", default=None, choices=TASKS)
     p_table.add_argument("--budgets", nargs="+", type=int, default=None)
+    p_table.add_argument("--complete", action="store_true", help="only rows where every method ran")
     args = parser.parse_args(argv)
     if args.command == "table":
-        print(table(args.observations, args.methods, args.tasks, args.budgets))
+        print(table(args.observations, args.methods, args.tasks, args.budgets, args.complete))
         return 0
     if args.command == "simulate":
         simulate(args.tasks, args.budgets, args.observations, args.seed)

@@ -43,18 +43,23 @@ def test_table_columns_follow_the_methods_asked_for(
             ("gaussian_mixture", 10000, "sbibm-npe", 0.54, 380.0),
             ("gaussian_mixture", 10000, "flowtorch-nsf", 0.61, 180.0),
             ("gaussian_mixture", 10000, "flowtorch-nsf-coupling", 0.53, 90.0),
+            ("gaussian_mixture", 10000, "flowtorch-nsf-fullbatch", 0.63, 300.0),
         ],
     )
     monkeypatch.setattr(sbibm_npe, "LOG", log)
     monkeypatch.setattr(sbibm_npe, "_paper", lambda: {})
     default = sbibm_npe.table()
-    assert "flowtorch-nsf-coupling" not in default  # the sweep's three columns
-    assert "goal met (NSF / MAF)" in default
-    assert "| two_moons | 1,000 | 0.600 | 60 | **0.570** | 130 | not run |  | C2ST only / - |" in default
+    assert "flowtorch-nsf-fullbatch" not in default  # the sweep's four columns
+    assert "goal met (NSF / MAF / NSF coupling+LU)" in default
+    row = "| two_moons | 1,000 | 0.600 | 60 | **0.570** | 130 | not run |  | not run |  | C2ST only / - / - |"
+    assert row in default
     extra = sbibm_npe.table(
-        methods=["sbibm-npe", "flowtorch-nsf-coupling"], tasks=["gaussian_mixture"], budgets=[10000]
+        methods=["sbibm-npe", "flowtorch-nsf-fullbatch"], tasks=["gaussian_mixture"], budgets=[10000]
     )
     lines = extra.splitlines()
     assert len(lines) == 3  # the header, the rule, one row
-    assert "goal met (NSF coupling+LU)" in lines[0]
-    assert lines[2].startswith("| gaussian_mixture | 10,000 | 0.540 | 380 | **0.530** | 90 | yes |")
+    assert "goal met (NSF full-batch)" in lines[0]
+    assert lines[2].startswith("| gaussian_mixture | 10,000 | **0.540** | 380 | 0.630 | 300 | time only |")
+    # the rows where every method asked for ran
+    both = sbibm_npe.table(methods=["sbibm-npe", "flowtorch-nsf-fullbatch"], complete=True).splitlines()
+    assert both[2:] == lines[2:]
