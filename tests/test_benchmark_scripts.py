@@ -63,3 +63,19 @@ def test_table_columns_follow_the_methods_asked_for(
     # the rows where every method asked for ran
     both = sbibm_npe.table(methods=["sbibm-npe", "flowtorch-nsf-fullbatch"], complete=True).splitlines()
     assert both[2:] == lines[2:]
+
+
+def _between(text: str, marker: str) -> str:
+    start = text.index(f"<!-- {marker} -->\n") + len(f"<!-- {marker} -->\n")
+    return text[start : text.index(f"<!-- /{marker} -->", start)].strip()
+
+
+def test_the_sbi_pages_tables_are_those_of_the_results_file(sbibm_npe: ModuleType) -> None:
+    """The tables on the docs page are what ``table`` prints from the committed results, so the
+    page cannot claim a figure the results file does not hold."""
+    page = (ROOT / "docs" / "sbi.md").read_text()
+    assert _between(page, "sbibm-table") == sbibm_npe.table()
+    fullbatch = sbibm_npe.table(
+        methods=["sbibm-npe", "flowtorch-nsf", "flowtorch-nsf-fullbatch"], complete=True
+    )
+    assert _between(page, "sbibm-fullbatch-table") == fullbatch
