@@ -84,8 +84,6 @@ SBIBM_NPE = {
 FLOWTORCH: dict[str, dict[str, Any]] = {
     "flowtorch-nsf": {"model": "nsf", "hidden_features": 50, "num_transforms": 5, "num_bins": 10},
     "flowtorch-maf": {"model": "maf", "hidden_features": 50, "num_transforms": 5},
-    # the NSF again, trained as sbibm's runner trains its own (see ``training``)
-    "flowtorch-nsf-fullbatch": {"model": "nsf", "hidden_features": 50, "num_transforms": 5, "num_bins": 10},
     # the layout of sbi's own NSF (spline couplings and LU layers), trained as flowtorch-nsf
     "flowtorch-nsf-coupling": {
         "model": "nsf_coupling",
@@ -94,6 +92,8 @@ FLOWTORCH: dict[str, dict[str, Any]] = {
         "num_bins": 10,
     },
 }
+# the NSF again, trained as sbibm's runner trains its own (see ``training``)
+FLOWTORCH["flowtorch-nsf-fullbatch"] = FLOWTORCH["flowtorch-nsf"]
 
 
 LABELS = {
