@@ -13,6 +13,9 @@ nox.options.default_venv_backend = "venv"
 # CI runs the oldest, the default and the newest; the others are downloaded when asked for.
 TORCH_VERSIONS = ["2.13.0", "2.1.2", "2.5.1", "2.14.1"]
 DEFAULT_TORCH = TORCH_VERSIONS[0]
+# The suite runs in worker processes, one per core up to four (pytest-xdist); every test is
+# independent of the others and of the process it runs in. ``nox -s tests -- -n 0`` runs it in one.
+PARALLEL = ("-n", "auto", "--maxprocesses=4")
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -42,7 +45,7 @@ def _install(session: nox.Session, torch_version: str, *extras: str, pins: tuple
 def tests(session: nox.Session, torch: str) -> None:
     """The test suite (doctests included). Default: ``nox -s "tests(2.13.0)"``."""
     _install(session, torch, "test", "examples")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", *PARALLEL, *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -53,6 +56,7 @@ def coverage(session: nox.Session) -> None:
     session.run(
         "pytest",
         "-q",
+        *PARALLEL,
         "--cov=flowtorch",
         "--cov-branch",
         "--cov-report=term-missing:skip-covered",
@@ -71,6 +75,7 @@ def fuzz(session: nox.Session) -> None:
     session.run(
         "pytest",
         "-q",
+        *PARALLEL,
         "tests/reliability/test_mode_fuzz.py",
         "-k",
         "same_program",
