@@ -28,14 +28,12 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
+from sbibm_npe import NUM_SAMPLES, RESULTS, _sims_path, training
 from torch import nn
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SIMS = RESULTS / "sbibm_sims"
 LOG = RESULTS / "sbibm_conditioner.jsonl"
 VARIANTS = ("resnet-gated", "resnet")
 
@@ -118,19 +116,19 @@ def run(task_name: str, budget: int, seed: int, variant: str, c2st_samples: int)
 
     from flowtorch.interop.sbi import posterior_nn
 
-    theta, x = torch.load(SIMS / f"{task_name}_{budget}_obs1_seed{seed}.pt")
+    theta, x = torch.load(_sims_path(task_name, budget, 1, seed))
     task = sbibm.get_task(task_name)
     torch.manual_seed(seed)
     start = time.perf_counter()
     inference = NPE(
         prior=task.get_prior_dist(), density_estimator=posterior_nn(model=plan(variant == "resnet-gated"))
     )
-    batch = 128 if budget <= 1_000 else 256 if budget <= 10_000 else 512  # as sbibm_npe.training
-    estimator = inference.append_simulations(theta, x).train(
-        training_batch_size=batch, learning_rate=1e-3, show_train_summary=False
-    )
+    train = training(budget, "flowtorch-nsf-coupling")
+    estimator = inference.append_simulations(theta, x).train(**train, show_train_summary=False)
     observation = task.get_observation(1)
-    samples = inference.build_posterior(estimator).sample((10_000,), x=observation, show_progress_bars=False)
+    samples = inference.build_posterior(estimator).sample(
+        (NUM_SAMPLES,), x=observation, show_progress_bars=False
+    )
     fit = time.perf_counter() - start
     reference = task.get_reference_posterior_samples(num_observation=1)
     score = float(c2st(reference[:c2st_samples], samples[:c2st_samples])[0])
