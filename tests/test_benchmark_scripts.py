@@ -24,10 +24,12 @@ def sbibm_npe() -> ModuleType:
     return module
 
 
-def _write(path: Path, rows: list[tuple[str, int, str, float, float]]) -> None:
-    with path.open("w") as f:
+def _write(
+    path: Path, rows: list[tuple[str, int, str, float, float]], seed: int = 0, mode: str = "w"
+) -> None:
+    with path.open(mode) as f:
         for task, budget, method, c2st, fit in rows:
-            record = {"task": task, "budget": budget, "observation": 1, "seed": 0, "method": method}
+            record = {"task": task, "budget": budget, "observation": 1, "seed": seed, "method": method}
             f.write(json.dumps({**record, "c2st": c2st, "fit_s": fit}) + "\n")
 
 
@@ -63,6 +65,27 @@ def test_table_columns_follow_the_methods_asked_for(
     # the rows where every method asked for ran
     both = sbibm_npe.table(methods=["sbibm-npe", "flowtorch-nsf-fullbatch"], complete=True).splitlines()
     assert both[2:] == lines[2:]
+
+
+def test_a_cell_of_several_seeds_shows_the_mean_c2st_and_the_median_fit_time(
+    sbibm_npe: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    # seed 0 ran while the machine was loaded: every fit took five times as long
+    _write(
+        log, [("two_moons", 1000, "sbibm-npe", 0.60, 65.0), ("two_moons", 1000, "flowtorch-nsf", 0.57, 130.0)]
+    )
+    for seed, (ours, theirs) in enumerate([(0.61, 0.66), (0.60, 0.68)], start=1):
+        rows = [
+            ("two_moons", 1000, "sbibm-npe", theirs, 15.0 + seed),
+            ("two_moons", 1000, "flowtorch-nsf", ours, 12.0),
+        ]
+        _write(log, rows, seed=seed, mode="a")
+    monkeypatch.setattr(sbibm_npe, "LOG", log)
+    monkeypatch.setattr(sbibm_npe, "_paper", lambda: {})
+    row = sbibm_npe.table(methods=["sbibm-npe", "flowtorch-nsf"]).splitlines()[2]
+    # C2ST: the means 0.647 and 0.593; fit: the medians 17 and 12, not the means 32 and 51
+    assert row.startswith("| two_moons | 1,000 | 0.647 (n=3) | 17 | **0.593 (n=3)** | 12 | yes |"), row
 
 
 def _between(text: str, marker: str) -> str:
