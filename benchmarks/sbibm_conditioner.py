@@ -14,9 +14,10 @@ NPE with the adapter, minibatches of 256, learning rate 1e-3, 10,000 posterior s
 sbibm's C2ST on 2,000 of them.
 
 The residual net here is an experiment, not part of the library. Run in the flowtorch environment
-of ``nox -s "sbibm(flowtorch)"``, after the simulations exist::
+of ``nox -s "sbibm(flowtorch)"`` (``.nox/sbibm-flowtorch``; older nox releases name it
+``.nox/sbibm-side-flowtorch``), after the simulations exist::
 
-    .nox/sbibm-side-flowtorch/bin/python benchmarks/sbibm_conditioner.py --seeds 0 1 2
+    .nox/sbibm-flowtorch/bin/python benchmarks/sbibm_conditioner.py --seeds 0 1 2
 
 One JSON line per run goes to ``results/sbibm_conditioner.jsonl``, with ``near``: the share of
 the samples within 0.3 of the observation (61% of the reference posterior's samples).
